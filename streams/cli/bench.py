@@ -1,0 +1,35 @@
+"""`aps bench ...`: benchmarks that print figures and a machine-readable RESULT line."""
+
+from __future__ import annotations
+
+import typer
+
+bench_app = typer.Typer(help="Benchmarks (print figures; last line: RESULT key=value ...).",
+                        no_args_is_help=True)
+
+
+@bench_app.command("risk")
+def bench_risk(
+    evals: int = typer.Option(2_000_000, help="Options per vectorized Greek evaluation batch."),
+    accounts: int = typer.Option(100_000, help="Accounts in the revalued book."),
+    positions: int = typer.Option(3, help="Positions per account."),
+) -> None:
+    """Option Greek evaluations per second and full-book revaluation time vs a naive loop."""
+    from streams.bench.risk import run
+
+    run(evals=evals, accounts=accounts, positions=positions)
+
+
+@bench_app.command("oracle")
+def bench_oracle(
+    observations: int = typer.Option(300_000, help="Observations pushed through consensus."),
+) -> None:
+    """Observations per second through the consensus stage on one core."""
+    from streams.bench.oracle import run
+
+    run(observations=observations)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `aps bench` to the root app."""
+    app.add_typer(bench_app, name="bench")

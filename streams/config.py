@@ -1,0 +1,124 @@
+"""Typed settings. The one module that reads the environment.
+
+Every setting has a sensible default for the embedded stack (Tansu broker + chdb), so
+`make run` needs no configuration. Unknown ``APS_*`` variables are refused: a typo such
+as ``APS_KAFKA_BOOTSTAP`` must not silently fall back to the embedded broker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from streams.errors import ConfigError
+from streams.paths import INFRA_DIR
+
+DEFAULT_CHAINS = ("ethereum", "arbitrum", "solana")
+DEV_COMMAND_KEY = "aps-dev-only-command-key"
+
+# variables read by tests and tooling, not by the pipeline itself
+_PASSTHROUGH = {"APS_HOME", "APS_TEST_CLICKHOUSE_URL", "APS_TEST_KAFKA_BOOTSTRAP"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, executor, archiver or CLI needs to know about its environment."""
+
+    kafka_bootstrap: str | None = None
+    clickhouse_url: str | None = None
+    data_dir: Path = Path(".aps")
+    partitions: int = 4
+    chains: tuple[str, ...] = DEFAULT_CHAINS
+    feeds_file: Path = INFRA_DIR / "feeds.toml"
+    command_key: str = field(default=DEV_COMMAND_KEY, repr=False)
+    web_port: int = 6066
+    log_level: str = "warn"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when APS starts its own Kafka-protocol broker (Tansu)."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def embedded_archive(self) -> bool:
+        """True when the archive is embedded ClickHouse (chdb) in `data_dir`."""
+        return self.clickhouse_url is None
+
+    @property
+    def chdb_path(self) -> Path:
+        """Data directory of the embedded ClickHouse."""
+        return self.data_dir / "chdb"
+
+    def describe(self) -> dict[str, str]:
+        """Settings for display, secrets masked."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "command_key":
+                value = "<dev key>" if value == DEV_COMMAND_KEY else "****"
+            elif f.name == "clickhouse_url" and value:
+                value = _mask_url(value)
+            out[f.name] = str(value) if value is not None else "(embedded)"
+        return out
+
+
+_ENV = {
+    "APS_KAFKA_BOOTSTRAP": "kafka_bootstrap",
+    "APS_CLICKHOUSE_URL": "clickhouse_url",
+    "APS_DATA_DIR": "data_dir",
+    "APS_PARTITIONS": "partitions",
+    "APS_CHAINS": "chains",
+    "APS_FEEDS_FILE": "feeds_file",
+    "APS_COMMAND_KEY": "command_key",
+    "APS_WEB_PORT": "web_port",
+    "APS_LOG_LEVEL": "log_level",
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from ``APS_*`` environment variables, then explicit overrides."""
+    env = os.environ if env is None else env
+    unknown = sorted(k for k in env if k.startswith("APS_") and k not in _ENV
+                     and k not in _PASSTHROUGH)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_ENV)}")
+    values: dict[str, object] = {}
+    for var, name in _ENV.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        values[name] = _parse(var, name, raw)
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.partitions < 1:
+        raise ConfigError("APS_PARTITIONS must be >= 1")
+    return settings
+
+
+def _parse(var: str, name: str, raw: str) -> object:
+    if name in ("partitions", "web_port"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+    if name in ("data_dir", "feeds_file"):
+        return Path(raw)
+    if name == "chains":
+        chains = tuple(c.strip() for c in raw.split(",") if c.strip())
+        if not chains:
+            raise ConfigError(f"{var} names no chain")
+        return chains
+    if name == "clickhouse_url" and not raw.startswith(("clickhouse://", "clickhouses://")):
+        raise ConfigError(f"{var} must be a clickhouse:// URL, got {_mask_url(raw)!r}")
+    return raw
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:****@{host}"

@@ -1,0 +1,1 @@
+"""Launch helpers for local infrastructure: the embedded broker and ClickHouse server."""

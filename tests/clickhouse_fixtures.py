@@ -1,0 +1,1 @@
+"""ClickHouse fixtures (embedded chdb and a real server); being written."""
