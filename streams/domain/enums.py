@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class InstrumentKind(str, Enum):
+class InstrumentKind(StrEnum):
     """What kind of instrument a position holds."""
 
     SPOT = "SPOT"
@@ -14,28 +14,28 @@ class InstrumentKind(str, Enum):
     OPTION = "OPTION"
 
 
-class OptionType(str, Enum):
+class OptionType(StrEnum):
     """Call or put."""
 
     CALL = "CALL"
     PUT = "PUT"
 
 
-class PricingModel(str, Enum):
+class PricingModel(StrEnum):
     """Black-Scholes-Merton on spot, or Black-76 on a forward/perp price."""
 
     BSM = "BSM"
     BLACK76 = "BLACK76"
 
 
-class OracleSource(str, Enum):
+class OracleSource(StrEnum):
     """Oracle family an observation comes from."""
 
     CHAINLINK = "CHAINLINK"
     PYTH = "PYTH"
 
 
-class PriceStatus(str, Enum):
+class PriceStatus(StrEnum):
     """How far a consensus price can be trusted."""
 
     OK = "OK"
@@ -43,7 +43,7 @@ class PriceStatus(str, Enum):
     HALTED = "HALTED"
 
 
-class CommandReason(str, Enum):
+class CommandReason(StrEnum):
     """Why a scaling command was issued (ordered by priority class)."""
 
     MARGIN_TOP_UP = "MARGIN_TOP_UP"
@@ -53,21 +53,21 @@ class CommandReason(str, Enum):
     GAMMA_BOUND = "GAMMA_BOUND"
 
 
-class CommandAction(str, Enum):
+class CommandAction(StrEnum):
     """What the executor is asked to do."""
 
     TRADE = "TRADE"
     TOP_UP = "TOP_UP"
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     """Trade direction."""
 
     BUY = "BUY"
     SELL = "SELL"
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     """Outcome of a command at the venue."""
 
     FILLED = "FILLED"
@@ -75,7 +75,7 @@ class ExecutionStatus(str, Enum):
     EXPIRED = "EXPIRED"
 
 
-class LadderAction(str, Enum):
+class LadderAction(StrEnum):
     """Step of the margin ladder."""
 
     TOP_UP = "TOP_UP"

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -97,9 +97,11 @@ def create_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     tables whose source and changelog partition counts differ.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    specs = list(specs)
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [s for s in specs if s.name not in existing]
-    mismatched = [f"{s.name} has {len(existing[s.name].partitions)} partitions, wants {s.partitions}"
+    mismatched = [f"{s.name} has {len(existing[s.name].partitions)} partitions,"
+                  f" wants {s.partitions}"
                   for s in specs if s.name in existing
                   and len(existing[s.name].partitions) != s.partitions]
     if mismatched:

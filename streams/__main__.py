@@ -1,0 +1,5 @@
+"""`python -m streams ...` is the `aps` command (used to spawn worker processes)."""
+
+from streams.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Faust adapters: the apps, topics, tables and thin agents around the pure core."""

@@ -1,0 +1,96 @@
+"""Consensus agent: oracle.ticks (one ordered log) -> oracle.prices, refusals -> aps.deadletter.
+
+The pure `ConsensusEngine` (streams.oracle.consensus) decides; this adapter decodes, sends
+the consensus prices and dead letters, and persists the engine's snapshot in the RocksDB
+table ``consensus-state`` after every batch so a restarted worker continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+from faust.types import EventT, StreamT, TopicT
+
+from streams.app.context import event_context
+from streams.app.deadletters import DeadLetterSink
+from streams.app.metrics import BATCH_SECONDS, MESSAGES
+from streams.codecs import decode, encode
+from streams.config import Settings
+from streams.domain import ConsensusState, OracleObservation
+from streams.errors import CodecError
+from streams.oracle.consensus import ConsensusEngine
+from streams.oracle.feeds import load_feeds
+
+log = logging.getLogger(__name__)
+
+STAGE = "consensus"
+BATCH = 5000
+WITHIN_S = 0.02
+STATE_TABLE = "consensus-state"
+STATE_KEY = b"engine"
+
+
+class ConsensusStage:
+    """Runs observations through the engine restored from the state table."""
+
+    def __init__(self, settings: Settings, state: faust.Table, prices: TopicT,
+                 dead_letters: DeadLetterSink) -> None:
+        self.feeds = load_feeds(settings.feeds_file)
+        self.state = state
+        self.prices = prices
+        self.dead_letters = dead_letters
+        self._engine: ConsensusEngine | None = None
+
+    def engine(self) -> ConsensusEngine:
+        """The engine, restored from the recovered table on first use."""
+        if self._engine is None:
+            raw = self.state.get(STATE_KEY)
+            snapshot = decode(raw, ConsensusState) if raw else None
+            self._engine = ConsensusEngine(self.feeds, snapshot=snapshot)
+            log.info("consensus engine %s", "restored" if snapshot else "started empty")
+        return self._engine
+
+    def forget(self) -> None:
+        """Drop the in-memory engine (partition revoked); it is restored on next use."""
+        self._engine = None
+
+    def process(self, events: Sequence[EventT]) -> None:
+        """Run one batch in order and persist the engine's state."""
+        engine = self.engine()
+        for event in events:
+            try:
+                observation = decode(event.message.value, OracleObservation)
+            except CodecError as exc:
+                self.dead_letters.send(event, exc.reason, str(exc))
+                continue
+            outcome = engine.observe(observation)
+            if outcome.rejection is not None:
+                self.dead_letters.send(event, outcome.rejection.reason, outcome.rejection.detail,
+                                       observation.received_at)
+            for price in outcome.prices:
+                self.prices.send_soon(key=price.asset.encode(), value=encode(price))
+        with event_context(events[-1]):
+            self.state[STATE_KEY] = encode(engine.snapshot())
+        MESSAGES.labels(STAGE).inc(len(events))
+
+
+def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, prices: TopicT,
+                      dead_letters: TopicT) -> ConsensusStage:
+    """Add the consensus table and agent to `app`."""
+    state = app.Table(STATE_TABLE, partitions=1, key_type=bytes, value_type=bytes)
+    stage = ConsensusStage(settings, state, prices, DeadLetterSink(dead_letters, STAGE))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: faust.App, revoked: set[faust.types.TP], **_: object) -> None:
+        if any(tp.topic == ticks.get_topic_name() for tp in revoked):
+            stage.forget()
+
+    @app.agent(ticks, name="consensus")
+    async def consensus(stream: StreamT) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            with BATCH_SECONDS.labels(STAGE).time():
+                stage.process(events)
+
+    return stage

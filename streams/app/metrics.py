@@ -1,0 +1,14 @@
+"""Prometheus metrics of the workers (served on each process's web port at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+MESSAGES = Counter("aps_messages_total", "Messages consumed, by stage", ["stage"])
+DEAD_LETTERS = Counter("aps_dead_letters_total", "Inputs sent to aps.deadletter",
+                       ["stage", "reason"])
+COMMANDS = Counter("aps_commands_total", "Scaling commands emitted", ["reason", "chain"])
+EXECUTIONS = Counter("aps_executions_total", "Execution reports", ["chain", "status"])
+DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
+BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
+                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))

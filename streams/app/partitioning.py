@@ -1,0 +1,15 @@
+"""Which risk partition owns an account.
+
+The sequencer writes each account's inputs to an explicit partition of risk.inputs, and a
+restarted worker regroups its table by the same function, so the mapping is written down
+once here: Kafka's default (Java-compatible) murmur2 partitioner on the UTF-8 account id.
+"""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2
+
+
+def account_partition(account_id: str, partitions: int) -> int:
+    """Partition of `account_id` among `partitions` (same as Kafka's default partitioner)."""
+    return (murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions

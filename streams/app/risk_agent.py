@@ -1,0 +1,147 @@
+"""Risk agent: applies each partition's ordered log to its accounts and emits signed commands.
+
+All decisions are made by the pure `PartitionEngine` (streams.risk.engine); this adapter
+decodes, groups a batch by partition, persists what changed (account states in the RocksDB
+table ``risk-accounts``, market state in ``risk-market``; both changelogged), signs the
+commands and sends each to its chain's execution topic. A price update revalues every
+account of the partition exposed to that asset in one vectorized pass inside the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import faust
+from faust.types import TP, EventT, StreamT, TopicT
+
+from streams.app.context import event_context
+from streams.app.deadletters import DeadLetterSink
+from streams.app.metrics import BATCH_SECONDS, COMMANDS, MESSAGES
+from streams.app.partitioning import account_partition
+from streams.codecs import decode, encode
+from streams.codecs.signing import sign
+from streams.config import Settings
+from streams.domain import AccountState, MarketState, RiskInput, ScalingCommand
+from streams.errors import CodecError, DomainError
+from streams.risk.engine import EngineConfig, PartitionEngine
+
+log = logging.getLogger(__name__)
+
+STAGE = "risk"
+BATCH = 5000
+WITHIN_S = 0.02
+ACCOUNTS_TABLE = "risk-accounts"
+MARKET_TABLE = "risk-market"
+
+
+def market_key(partition: int) -> bytes:
+    """Key of a partition's market state in the risk-market table."""
+    return f"partition-{partition}".encode()
+
+
+class RiskProcessor:
+    """Owns one PartitionEngine per assigned partition of risk.inputs."""
+
+    def __init__(self, settings: Settings, accounts: faust.Table, market: faust.Table,
+                 commands: dict[str, TopicT], dead_letters: DeadLetterSink,
+                 config: EngineConfig | None = None) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.market = market
+        self.commands = commands
+        self.dead_letters = dead_letters
+        self.config = config or EngineConfig()
+        self.engines: dict[int, PartitionEngine] = {}
+
+    def forget(self, partitions: set[TP]) -> None:
+        """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
+        for tp in partitions:
+            self.engines.pop(tp.partition, None)
+
+    def engine(self, partition: int) -> PartitionEngine:
+        """The engine of `partition`, rebuilt from the recovered tables on first use."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            states = sorted(
+                (decode(raw, AccountState) for key, raw in self.accounts.items()
+                 if account_partition(key.decode(), self.settings.partitions) == partition),
+                key=lambda state: state.account_id,
+            )
+            raw_market = self.market.get(market_key(partition))
+            market = decode(raw_market, MarketState) if raw_market else None
+            engine = self.engines[partition] = PartitionEngine(self.config, states, market)
+            log.info("risk partition %d: %d accounts restored", partition, len(states))
+        return engine
+
+    def process(self, events: Sequence[EventT]) -> None:
+        """Apply one batch, partition by partition, in log order."""
+        by_partition: dict[int, list[EventT]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+        for partition, partition_events in sorted(by_partition.items()):
+            self._process_partition(partition, partition_events)
+        MESSAGES.labels(STAGE).inc(len(events))
+
+    def _process_partition(self, partition: int, events: list[EventT]) -> None:
+        engine = self.engine(partition)
+        for event in events:
+            try:
+                item = decode(event.message.value, RiskInput)
+            except CodecError as exc:
+                self.dead_letters.send(event, exc.reason, str(exc))
+                continue
+            try:
+                emitted = engine.apply(item)
+            except DomainError as exc:
+                self.dead_letters.send(event, exc.reason, exc.detail, _event_time(item))
+                continue
+            for command in emitted:
+                self._send(command, event)
+        with event_context(events[-1]):
+            for state in engine.take_dirty():
+                self.accounts[state.account_id.encode()] = encode(state)
+            self.market[market_key(partition)] = encode(engine.market_state())
+
+    def _send(self, command: ScalingCommand, cause: EventT) -> None:
+        topic = self.commands.get(command.chain)
+        if topic is None:
+            self.dead_letters.send(cause, "unknown_chain",
+                                   f"command {command.command_id} for chain {command.chain!r},"
+                                   f" configured chains: {', '.join(self.commands)}")
+            return
+        signed = sign(command, self.settings.command_key)
+        topic.send_soon(key=command.account_id.encode(), value=encode(signed))
+        COMMANDS.labels(command.reason.value, command.chain).inc()
+
+
+def _event_time(item: RiskInput) -> int:
+    body = item.body
+    for name in ("event_time", "executed_at"):
+        value = getattr(body, name, None)
+        if isinstance(value, int):
+            return value
+    return -1
+
+
+def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
+                 commands: dict[str, TopicT], dead_letters: TopicT) -> RiskProcessor:
+    """Add the risk tables and agent to `app`."""
+    partitions = settings.partitions
+    accounts = app.Table(ACCOUNTS_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    market = app.Table(MARKET_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    processor = RiskProcessor(settings, accounts, market, commands,
+                              DeadLetterSink(dead_letters, STAGE))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:
+        processor.forget(revoked)
+
+    @app.agent(risk_inputs, name="risk")
+    async def risk(stream: StreamT) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            with BATCH_SECONDS.labels(STAGE).time():
+                processor.process(events)
+
+    return processor

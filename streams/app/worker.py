@@ -1,0 +1,54 @@
+"""The pipeline worker: consensus, sequencer and risk agents in one Faust app ("aps").
+
+    oracle.ticks ──consensus──> oracle.prices ─┐
+    account.events ────────────────────────────┼─sequencer─> risk.inputs ──risk──> exec.*
+    execution.reports ─────────────────────────┘   (prices copied to every partition)
+
+Run several workers to scale out: Faust splits the partitions of risk.inputs between them.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.app.consensus_agent import install_consensus
+from streams.app.factory import new_app, raw_topic
+from streams.app.risk_agent import install_risk
+from streams.app.sequencer_agent import install_sequencer
+from streams.config import Settings
+from streams.topics import (
+    ACCOUNT_EVENTS,
+    DEAD_LETTER,
+    EXECUTION_REPORTS,
+    ORACLE_PRICES,
+    ORACLE_TICKS,
+    RISK_INPUTS,
+    exec_commands,
+    topic_specs,
+)
+
+APP_ID = "aps"
+
+
+def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
+    """The pipeline app with every agent installed."""
+    app = new_app(APP_ID, settings, bootstrap, web_port=settings.web_port,
+                  datadir=settings.data_dir / f"worker-{settings.web_port}")
+    counts = {spec.name: spec.partitions for spec in topic_specs(settings)}
+
+    def topic(name: str) -> faust.types.TopicT:  # type: ignore[name-defined]
+        return raw_topic(app, name, counts[name])
+
+    dead_letters = topic(DEAD_LETTER)
+    install_consensus(app, settings, ticks=topic(ORACLE_TICKS), prices=topic(ORACLE_PRICES),
+                      dead_letters=dead_letters)
+    install_sequencer(
+        app, settings,
+        sources=app.topic(ACCOUNT_EVENTS, ORACLE_PRICES, EXECUTION_REPORTS,
+                          key_serializer="raw", value_serializer="raw"),
+        risk_inputs=topic(RISK_INPUTS), dead_letters=dead_letters,
+    )
+    install_risk(app, settings, risk_inputs=topic(RISK_INPUTS),
+                 commands={chain: topic(exec_commands(chain)) for chain in settings.chains},
+                 dead_letters=dead_letters)
+    return app

@@ -1,0 +1,132 @@
+"""`aps run`, `aps worker`, `aps executor`, `aps broker`, `aps topics`: running the pipeline."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import typer
+from rich.console import Console
+
+from streams.config import Settings, load_settings
+from streams.errors import APSError, ConfigError
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap is None:
+        console.print("[red]APS_KAFKA_BOOTSTRAP is not set.[/] Start a broker with `aps broker` "
+                      "(or use `aps run`, which starts everything) and export its address.")
+        raise typer.Exit(2)
+    return settings.kafka_bootstrap
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(
+    accounts: int = typer.Option(400, help="Accounts in the generated book."),
+    speed: float = typer.Option(12.0, help="Event time runs this many times faster than wall "
+                                "time (0 = as fast as possible)."),
+    duration: int = typer.Option(300, help="Seconds of event time in the market scenario."),
+    seed: int = typer.Option(7, help="Seed of the price paths and the book."),
+) -> None:
+    """Start the stack and run the bundled scenario; print a summary at the end."""
+    from streams.run.runner import RunOptions, run_pipeline
+    from streams.run.summary import print_summary
+
+    settings = _settings()
+    _sigterm_as_interrupt()
+    options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed)
+    out = Console()
+    try:
+        report = run_pipeline(settings, options, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; every process was stopped.[/]")
+        raise typer.Exit(130) from None
+    except APSError as exc:
+        console.print(f"[red]run failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    print_summary(report, out)
+    if report.commands_without_report or not report.archive_matches:
+        raise typer.Exit(1)
+
+
+def worker() -> None:
+    """Run a pipeline worker (consensus, sequencer and risk agents) until stopped."""
+    import faust
+
+    from streams.app.worker import create_worker_app
+
+    settings = _settings()
+    app = create_worker_app(settings, _bootstrap(settings))
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def executor(chain: str = typer.Option(..., help="Chain whose commands to execute.")) -> None:
+    """Run the executor of one chain until stopped."""
+    import faust
+
+    from streams.app.executor_app import create_executor_app
+
+    settings = _settings()
+    try:
+        app = create_executor_app(settings, _bootstrap(settings), chain)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def broker(port: int = typer.Option(9092, help="Port to listen on (127.0.0.1).")) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) in the foreground with APS's topics."""
+    from streams.infra.broker import EmbeddedBroker, create_topics
+    from streams.topics import topic_specs
+
+    settings = _settings()
+    _sigterm_as_interrupt()
+    with EmbeddedBroker(port=port) as embedded:
+        created = create_topics(embedded.bootstrap, topic_specs(settings))
+        console.print(f"broker on {embedded.bootstrap}; created {len(created)} topics. "
+                      f"export APS_KAFKA_BOOTSTRAP={embedded.bootstrap}  (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("broker stopped")
+
+
+def topics() -> None:
+    """Create APS's topics on APS_KAFKA_BOOTSTRAP (idempotent) and list them."""
+    from streams.infra.broker import create_topics
+    from streams.topics import topic_specs
+
+    settings = _settings()
+    specs = topic_specs(settings)
+    created = set(create_topics(_bootstrap(settings), specs))
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        sys.stdout.write(f"{spec.name}\t{spec.partitions}\t{spec.schema}\t{state}\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the pipeline commands to the root app."""
+    app.command()(run)
+    app.command()(worker)
+    app.command()(executor)
+    app.command()(broker)
+    app.command()(topics)

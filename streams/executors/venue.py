@@ -1,0 +1,93 @@
+"""A simulated venue: fills at the command's trusted price plus slippage, deterministically.
+
+The fill price is the price the command acted on (its provenance), moved against the
+trader by a slippage that grows with size; a fill worse than the command's slippage bound
+is refused, as a limit order would be. A command past its deadline (event time, by the
+executor's watermark clock) expires unexecuted. Same command and clock in, same report out:
+a replayed command produces the identical report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from streams.domain import (
+    CommandAction,
+    ExecutionReport,
+    ExecutionStatus,
+    ScalingCommand,
+    Side,
+)
+
+
+class Executor(Protocol):
+    """Carries out scaling commands on one chain."""
+
+    chain: str
+
+    def execute(self, command: ScalingCommand, now_ms: int) -> ExecutionReport:
+        """Execute `command` at event time `now_ms` and say what happened."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VenueParams:
+    """Cost model of a simulated venue."""
+
+    name: str
+    fee_bps: float
+    base_slippage_bps: float
+    impact_bps_per_million: float
+
+
+def report_id_for(command_id: str) -> str:
+    """Deterministic id of the report for a command."""
+    return hashlib.sha256(f"report:{command_id}".encode()).hexdigest()[:32]
+
+
+class SimulatedVenue:
+    """Deterministic fills for one chain."""
+
+    def __init__(self, chain: str, params: VenueParams) -> None:
+        self.chain = chain
+        self.params = params
+
+    def slippage_bps(self, notional: float) -> float:
+        """Price impact of a trade of `notional` USD, in basis points."""
+        return self.params.base_slippage_bps + self.params.impact_bps_per_million * notional / 1e6
+
+    def execute(self, command: ScalingCommand, now_ms: int) -> ExecutionReport:
+        """Fill, refuse or expire `command` at event time `now_ms`."""
+        executed_at = max(now_ms, command.created_at)
+        if executed_at > command.deadline:
+            return self._report(command, ExecutionStatus.EXPIRED, executed_at,
+                                f"deadline {command.deadline} passed at {executed_at}")
+        if command.action is CommandAction.TOP_UP:
+            return self._report(command, ExecutionStatus.FILLED, executed_at,
+                                top_up_amount=command.amount)
+        reference = command.provenance.price
+        notional = abs(command.quantity) * reference
+        slip = self.slippage_bps(notional)
+        if slip > command.slippage_bps:
+            return self._report(command, ExecutionStatus.REJECTED, executed_at,
+                                f"slippage {slip:.1f} bps exceeds bound {command.slippage_bps:.1f}")
+        sign = 1.0 if command.side is Side.BUY else -1.0
+        price = reference * (1.0 + sign * slip / 1e4)
+        return self._report(
+            command, ExecutionStatus.FILLED, executed_at,
+            filled_quantity=sign * abs(command.quantity), fill_price=price,
+            fee=abs(command.quantity) * price * self.params.fee_bps / 1e4,
+        )
+
+    def _report(self, command: ScalingCommand, status: ExecutionStatus, executed_at: int,
+                reason: str = "", *, filled_quantity: float = 0.0, fill_price: float = 0.0,
+                fee: float = 0.0, top_up_amount: float = 0.0) -> ExecutionReport:
+        return ExecutionReport(
+            report_id=report_id_for(command.command_id), command_id=command.command_id,
+            account_id=command.account_id, chain=self.chain, status=status, reason=reason,
+            action=command.action, instrument=command.instrument,
+            filled_quantity=filled_quantity, fill_price=fill_price, fee=fee,
+            top_up_amount=top_up_amount, executed_at=executed_at, venue=self.params.name,
+        )

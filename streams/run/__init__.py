@@ -1,0 +1,1 @@
+"""Running the whole pipeline locally: processes, scenario producer, monitor and summary."""

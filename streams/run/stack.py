@@ -1,0 +1,134 @@
+"""The local stack: broker (embedded Tansu unless APS_KAFKA_BOOTSTRAP is set), topics, and one
+process each for the pipeline worker, every chain's executor and the archiver.
+
+Each child runs in its own process group and is stopped with SIGTERM (then SIGKILL after a
+grace period), so Ctrl-C or an error leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from streams.config import Settings
+from streams.errors import InfraError
+from streams.infra.broker import EmbeddedBroker, create_topics
+from streams.infra.ports import free_port
+from streams.topics import topic_specs
+
+
+@dataclass
+class Child:
+    """A process of the stack."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class Stack:
+    """Starts and stops the local pipeline processes."""
+
+    def __init__(self, settings: Settings, log_dir: Path, *, archiver: bool = True) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.with_archiver = archiver
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = settings.kafka_bootstrap or ""
+        self.children: list[Child] = []
+
+    def start_broker(self) -> str:
+        """Start the embedded broker if needed and create every topic; return bootstrap."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.embedded_broker:
+            self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()
+            self.bootstrap = self.broker.bootstrap
+        create_topics(self.bootstrap, topic_specs(self.settings))
+        return self.bootstrap
+
+    def start_processes(self) -> None:
+        """Start the worker, one executor per chain and the archiver."""
+        web = free_port()
+        self._spawn("worker", ["worker"], web_port=web)
+        for chain in self.settings.chains:
+            self._spawn(f"executor-{chain}", ["executor", "--chain", chain],
+                        web_port=free_port())
+        if self.with_archiver:
+            self._spawn("archiver", ["archiver"], web_port=free_port())
+
+    def _spawn(self, name: str, args: list[str], web_port: int) -> None:
+        env = dict(os.environ)
+        env.update({
+            "APS_KAFKA_BOOTSTRAP": self.bootstrap,
+            "APS_DATA_DIR": str(self.settings.data_dir),
+            "APS_PARTITIONS": str(self.settings.partitions),
+            "APS_CHAINS": ",".join(self.settings.chains),
+            "APS_FEEDS_FILE": str(self.settings.feeds_file),
+            "APS_COMMAND_KEY": self.settings.command_key,
+            "APS_WEB_PORT": str(web_port),
+            "APS_LOG_LEVEL": self.settings.log_level,
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.settings.clickhouse_url:
+            env["APS_CLICKHOUSE_URL"] = self.settings.clickhouse_url
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        proc = subprocess.Popen([sys.executable, "-m", "streams", *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        log.close()
+        self.children.append(Child(name, proc, log_path))
+
+    def check_alive(self) -> None:
+        """Raise InfraError naming the first child that exited, with the tail of its log."""
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                tail = child.log_path.read_text(errors="replace").splitlines()[-25:]
+                raise InfraError(f"{child.name} exited with code {code}; last log lines "
+                                 f"({child.log_path}):\n" + "\n".join(tail))
+
+    def stop_process(self, name: str, timeout: float = 30.0) -> None:
+        """Stop one child gracefully (SIGTERM, then SIGKILL after `timeout`)."""
+        for child in [c for c in self.children if c.name == name]:
+            _terminate(child.proc, timeout)
+            self.children.remove(child)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every child, then the embedded broker."""
+        for child in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            remaining = max(0.1, deadline - time.monotonic())
+            _terminate(child.proc, remaining)
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -1,0 +1,64 @@
+"""The end-of-run summary printed by `aps run`."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from streams.run.runner import RunReport
+
+
+def _counter_table(title: str, counter: Counter[str], label: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(label)
+    table.add_column("count", justify="right")
+    for key, count in sorted(counter.items()):
+        table.add_row(key, str(count))
+    if not counter:
+        table.add_row("(none)", "0")
+    return table
+
+
+def print_summary(report: RunReport, console: Console) -> None:
+    """Events per topic, commands by reason and chain, executions, accounts near or past
+    liquidation, archive check, and how to query the history."""
+    topics = Table(title="Events per topic", title_justify="left")
+    topics.add_column("topic")
+    topics.add_column("messages", justify="right")
+    topics.add_column("archived", justify="right")
+    for topic, count in sorted(report.topic_counts.items()):
+        archived = report.archive_counts.get(topic, 0)
+        mark = "" if archived == count else " [red](!)[/]"
+        topics.add_row(topic, str(count), f"{archived}{mark}")
+    console.print(topics)
+    console.print(_counter_table("Commands by reason", report.commands_by_reason, "reason"))
+    console.print(_counter_table("Commands by chain", report.commands_by_chain, "chain"))
+    console.print(_counter_table("Executions by status", report.reports_by_status, "status"))
+    if report.dead_letters_by_reason:
+        console.print(_counter_table("Dead letters (stage:reason)",
+                                     report.dead_letters_by_reason, "stage:reason"))
+    near = Table(title=f"Accounts near or past liquidation ({len(report.near_liquidation)})",
+                 title_justify="left")
+    near.add_column("account")
+    near.add_column("lowest margin ratio", justify="right")
+    near.add_column("past maintenance")
+    breached = set(report.breached)
+    for account, ratio in report.near_liquidation[:15]:
+        near.add_row(account, f"{ratio:.3f}", "YES" if account in breached else "no")
+    if len(report.near_liquidation) > 15:
+        near.add_row(f"... {len(report.near_liquidation) - 15} more", "", "")
+    console.print(near)
+    accounts = len({e.account_id for e in report.scenario.account_events})
+    console.print(
+        f"accounts: {accounts}, with commands: {len(report.accounts_with_commands)}, "
+        f"past maintenance: {len(report.breached)}; commands without a report: "
+        f"{len(report.commands_without_report)}"
+    )
+    verdict = "[green]match[/]" if report.archive_matches else "[red]DO NOT match[/]"
+    console.print(f"archive row counts {verdict} topic counts")
+    console.print(f"finished in {report.elapsed_s:.0f}s. Query the history with:\n"
+                  "  aps history commands --limit 5\n"
+                  "  aps history accounts --limit 10\n"
+                  "  aps history sql \"SELECT reason, count() FROM commands GROUP BY reason\"")
