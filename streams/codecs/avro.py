@@ -52,9 +52,7 @@ class SchemaRegistry:
         for path in sorted(schema_dir.glob("*.avsc")):
             parsed = load_schema(str(path))
             name = path.name.removesuffix(".avsc")
-            # fastavro's hex digest is already in the spec's little-endian byte order
-            digest = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-            entry = SchemaEntry(name, parsed, digest)
+            entry = SchemaEntry(name, parsed, schema_fingerprint(parsed))
             self._by_name[name] = entry
             self._by_fingerprint[entry.fingerprint] = entry
 
@@ -170,24 +168,31 @@ def _hints(cls: type) -> dict[str, Any]:
 
 # --- framing ----------------------------------------------------------------------------------
 
+def schema_fingerprint(parsed: Any) -> bytes:
+    """CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, in wire byte order."""
+    # fastavro's hex digest is already in the spec's little-endian byte order
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+def single_object_encode(parsed: Any, datum: Any, digest: bytes | None = None) -> bytes:
+    """Avro single-object encoding of `datum` written with schema `parsed`."""
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(digest if digest is not None else schema_fingerprint(parsed))
+    schemaless_writer(buf, parsed, datum)
+    return buf.getvalue()
+
+
 def encode(obj: Any, schema_name: str | None = None) -> bytes:
     """Single-object encode a domain record (schema defaults to ``aps.<ClassName>``)."""
     entry = registry().get(schema_name or f"{NAMESPACE}.{type(obj).__name__}")
-    buf = io.BytesIO()
-    buf.write(MAGIC)
-    buf.write(entry.fingerprint)
-    schemaless_writer(buf, entry.parsed, to_datum(obj))
-    return buf.getvalue()
+    return single_object_encode(entry.parsed, to_datum(obj), entry.fingerprint)
 
 
 def encode_datum(datum: Any, schema_name: str) -> bytes:
     """Single-object encode a raw Avro datum (dicts), for tests and tools."""
     entry = registry().get(schema_name)
-    buf = io.BytesIO()
-    buf.write(MAGIC)
-    buf.write(entry.fingerprint)
-    schemaless_writer(buf, entry.parsed, datum)
-    return buf.getvalue()
+    return single_object_encode(entry.parsed, datum, entry.fingerprint)
 
 
 def decode_datum(payload: bytes, expected: str | None = None) -> tuple[str, Any]:
