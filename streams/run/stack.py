@@ -53,15 +53,24 @@ class Stack:
         create_topics(self.bootstrap, topic_specs(self.settings))
         return self.bootstrap
 
-    def start_processes(self) -> None:
-        """Start the worker, one executor per chain and the archiver."""
-        web = free_port()
-        self._spawn("worker", ["worker"], web_port=web)
-        for chain in self.settings.chains:
-            self._spawn(f"executor-{chain}", ["executor", "--chain", chain],
-                        web_port=free_port())
-        if self.with_archiver:
+    def start_processes(self, *, worker: bool = True, chains: tuple[str, ...] | None = None,
+                        archiver: bool | None = None) -> None:
+        """Start the worker, one executor per chain (default: every configured chain) and the
+        archiver (default: as configured)."""
+        if worker:
+            self.start_worker()
+        for chain in self.settings.chains if chains is None else chains:
+            self.start_executor(chain)
+        if self.with_archiver if archiver is None else archiver:
             self._spawn("archiver", ["archiver"], web_port=free_port())
+
+    def start_worker(self, name: str = "worker") -> None:
+        """Start one pipeline worker process (several may run: they split the partitions)."""
+        self._spawn(name, ["worker"], web_port=free_port())
+
+    def start_executor(self, chain: str) -> None:
+        """Start the executor process of `chain`."""
+        self._spawn(f"executor-{chain}", ["executor", "--chain", chain], web_port=free_port())
 
     def _spawn(self, name: str, args: list[str], web_port: int) -> None:
         env = dict(os.environ)
@@ -78,6 +87,7 @@ class Stack:
         })
         if self.settings.clickhouse_url:
             env["APS_CLICKHOUSE_URL"] = self.settings.clickhouse_url
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen([sys.executable, "-m", "streams", *args], env=env,
