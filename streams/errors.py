@@ -3,8 +3,8 @@
     APSError
     ├── ConfigError            invalid or missing configuration
     ├── CodecError             bytes that are not a valid APS Avro message
-    │   ├── BadFraming         not Avro single-object encoding
-    │   └── UnknownSchema      fingerprint of a schema this build does not know
+    │   ├── FramingError         not Avro single-object encoding
+    │   └── UnknownSchemaError      fingerprint of a schema this build does not know
     ├── InfraError             a broker or ClickHouse could not be started or reached
     └── DomainError            input the pure core refuses (invalid numbers, unknown feed ...)
 """
@@ -26,13 +26,13 @@ class CodecError(APSError):
     reason = "malformed_avro"
 
 
-class BadFraming(CodecError):
+class FramingError(CodecError):
     """Not Avro single-object encoding (wrong marker or too short)."""
 
     reason = "bad_framing"
 
 
-class UnknownSchema(CodecError):
+class UnknownSchemaError(CodecError):
     """Single-object encoding with a fingerprint this build does not know."""
 
     reason = "unknown_schema"

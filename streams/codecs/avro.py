@@ -24,7 +24,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 from streams import domain
-from streams.errors import BadFraming, CodecError, UnknownSchema
+from streams.errors import CodecError, FramingError, UnknownSchemaError
 from streams.paths import SCHEMA_DIR
 
 MAGIC = b"\xc3\x01"
@@ -65,7 +65,7 @@ class SchemaRegistry:
         try:
             return self._by_fingerprint[digest]
         except KeyError:
-            raise UnknownSchema(f"no schema with fingerprint {digest.hex()}") from None
+            raise UnknownSchemaError(f"no schema with fingerprint {digest.hex()}") from None
 
     def names(self) -> list[str]:
         """Full names of every known schema."""
@@ -198,7 +198,7 @@ def encode_datum(datum: Any, schema_name: str) -> bytes:
 def decode_datum(payload: bytes, expected: str | None = None) -> tuple[str, Any]:
     """Decode framed bytes to (writer schema name, datum); resolves to `expected` if given."""
     if len(payload) < HEADER_LEN or payload[:2] != MAGIC:
-        raise BadFraming("payload is not Avro single-object encoded (missing C3 01 marker)")
+        raise FramingError("payload is not Avro single-object encoded (missing C3 01 marker)")
     writer = registry().by_fingerprint(payload[2:HEADER_LEN])
     reader = registry().get(expected).parsed if expected and expected != writer.name else None
     try:

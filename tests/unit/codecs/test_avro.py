@@ -28,7 +28,7 @@ from streams.domain import (
     RulesChanged,
     ScalingRules,
 )
-from streams.errors import BadFraming, CodecError, UnknownSchema
+from streams.errors import CodecError, FramingError, UnknownSchemaError
 from tests.unit.factories import command, perp_position, rules
 
 # The Avro project's single-object-encoding sample (share/test/data/messageV1 in
@@ -111,12 +111,12 @@ def test_risk_input_union_keeps_the_branch() -> None:
 
 
 def test_not_single_object_encoded_is_bad_framing() -> None:
-    with pytest.raises(BadFraming):
+    with pytest.raises(FramingError):
         decode(b"{\"json\": true}", AccountEvent)
 
 
 def test_unknown_fingerprint_is_refused() -> None:
-    with pytest.raises(UnknownSchema):
+    with pytest.raises(UnknownSchemaError):
         decode(b"\xc3\x01" + b"\x00" * 8 + b"\x02", AccountEvent)
 
 
