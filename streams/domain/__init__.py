@@ -11,6 +11,7 @@ from streams.domain.account import (
     Valuation,
 )
 from streams.domain.commands import ExecutionReport, Provenance, ScalingCommand
+from streams.domain.consensus import ConsensusAssetState, ConsensusState, OracleFeedState
 from streams.domain.enums import (
     CommandAction,
     CommandReason,
@@ -25,6 +26,7 @@ from streams.domain.enums import (
 )
 from streams.domain.envelopes import DeadLetter, RiskInput
 from streams.domain.instruments import Collateral, Instrument, Position
+from streams.domain.market import AssetMarket, MarketState
 from streams.domain.oracle import (
     ChainlinkRound,
     ConsensusPrice,
@@ -44,13 +46,16 @@ from streams.domain.rules import (
 __all__ = [
     "AccountEvent",
     "AccountState",
+    "AssetMarket",
     "ChainlinkRound",
     "Collateral",
     "CollateralChanged",
     "CommandAction",
     "CommandLimits",
     "CommandReason",
+    "ConsensusAssetState",
     "ConsensusPrice",
+    "ConsensusState",
     "DeadLetter",
     "DeltaBandRule",
     "ExcludedSource",
@@ -62,7 +67,9 @@ __all__ = [
     "LadderAction",
     "MarginLadder",
     "MarginStep",
+    "MarketState",
     "OptionType",
+    "OracleFeedState",
     "OracleObservation",
     "OracleSource",
     "PendingCommand",
