@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
-from streams import domain
 from streams.errors import CodecError, FramingError, UnknownSchemaError
 from streams.paths import SCHEMA_DIR
 
@@ -80,15 +79,11 @@ def registry() -> SchemaRegistry:
 
 # --- dataclass <-> Avro datum ------------------------------------------------------------
 
-def _record_classes() -> dict[str, type]:
-    return {
-        f"{NAMESPACE}.{obj.__name__}": obj
-        for obj in vars(domain).values()
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj)
-    }
+Converter = Callable[[Any], Any]
 
 
-RECORD_CLASSES: dict[str, type] = _record_classes()
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _union_members(tp: Any) -> tuple[Any, ...] | None:
@@ -97,73 +92,107 @@ def _union_members(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def to_datum(obj: Any) -> Any:
-    """A domain value as an Avro datum for fastavro (unions of records in tuple notation)."""
-    if dataclasses.is_dataclass(obj):
-        return {name: conv(getattr(obj, name)) for name, conv in _writers(type(obj))}
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, list):
-        return [to_datum(item) for item in obj]
-    if isinstance(obj, dict):
-        return {key: to_datum(value) for key, value in obj.items()}
-    return obj
+def _record_name(cls: type) -> str:
+    return f"{NAMESPACE}.{cls.__name__}"
 
 
-def _tagged(obj: Any) -> Any:
-    """Union branch with the record named explicitly, so fastavro never guesses."""
-    if dataclasses.is_dataclass(obj):
-        return (f"{NAMESPACE}.{type(obj).__name__}", to_datum(obj))
-    return to_datum(obj)
+# Converters are compiled once per type: a field that needs no conversion (str, int, float,
+# bool, bytes) is passed through untouched, so a record costs one dict build, not a walk of
+# its type hints.
+
+@cache
+def _encoder(tp: Any) -> Converter:
+    members = _union_members(tp)
+    if members is not None:
+        present = [m for m in members if m is not type(None)]
+        if len(present) == 1:
+            inner = _encoder(present[0])
+            return inner if inner is _identity else (
+                lambda v: None if v is None else inner(v))
+        branches = {m: (_record_name(m), _encoder(m)) for m in present}
+
+        def tagged(value: Any) -> Any:
+            if value is None:
+                return None
+            name, encode_branch = branches[type(value)]
+            return (name, encode_branch(value))  # fastavro tuple notation: no guessing
+        return tagged
+    origin = typing.get_origin(tp)
+    if origin is list:
+        item = _encoder(typing.get_args(tp)[0])
+        return _identity if item is _identity else (lambda v: [item(x) for x in v])
+    if origin is dict:
+        value_enc = _encoder(typing.get_args(tp)[1])
+        return _identity if value_enc is _identity else (
+            lambda v: {k: value_enc(x) for k, x in v.items()})
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        fields = [(name, _encoder(hint)) for name, hint in _hints(tp).items()]
+        plain = tuple(name for name, enc in fields if enc is _identity)
+        converted = tuple((name, enc) for name, enc in fields if enc is not _identity)
+
+        def record(obj: Any) -> dict[str, Any]:
+            out = {name: getattr(obj, name) for name in plain}
+            for name, enc in converted:
+                out[name] = enc(getattr(obj, name))
+            return out
+        return record
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return lambda v: v.value
+    return _identity
 
 
 @cache
-def _writers(cls: type) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
-    hints = typing.get_type_hints(cls)
-    out = []
-    for field in dataclasses.fields(cls):
-        members = _union_members(hints[field.name])
-        records = [m for m in members or () if dataclasses.is_dataclass(m)]
-        out.append((field.name, _tagged if len(records) > 1 else to_datum))
-    return tuple(out)
-
-
-def from_datum(cls: type[T], datum: Any) -> T:
-    """A domain dataclass from a datum read with ``return_record_name=True``."""
-    return _build(cls, datum)
-
-
-def _build(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
+def _decoder(tp: Any) -> Converter:
     members = _union_members(tp)
     if members is not None:
-        if isinstance(value, tuple):
-            name, inner = value
-            return _build(RECORD_CLASSES[name], inner)
-        non_null = [m for m in members if m is not type(None)]
-        return _build(non_null[0], value)
+        present = [m for m in members if m is not type(None)]
+        if len(present) == 1:
+            inner = _decoder(present[0])
+            return inner if inner is _identity else (
+                lambda v: None if v is None else inner(v))
+        branches = {_record_name(m): _decoder(m) for m in present}
+
+        def union(value: Any) -> Any:
+            if value is None:
+                return None
+            name, inner_value = value
+            return branches[name](inner_value)
+        return union
     origin = typing.get_origin(tp)
     if origin is list:
-        (item,) = typing.get_args(tp)
-        return [_build(item, v) for v in value]
+        item = _decoder(typing.get_args(tp)[0])
+        return _identity if item is _identity else (lambda v: [item(x) for x in v])
     if origin is dict:
-        _, item = typing.get_args(tp)
-        return {k: _build(item, v) for k, v in value.items()}
-    if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            hints = _hints(tp)
-            return tp(**{name: _build(hints[name], value[name]) for name in hints if name in value})
-        if issubclass(tp, Enum):
-            return tp(value)
-        if tp is float:
-            return float(value)
-    return value
+        value_dec = _decoder(typing.get_args(tp)[1])
+        return _identity if value_dec is _identity else (
+            lambda v: {k: value_dec(x) for k, x in v.items()})
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        fields = tuple((name, _decoder(hint)) for name, hint in _hints(tp).items())
+
+        def record(datum: dict[str, Any]) -> Any:
+            return tp(*[datum[name] if dec is _identity else dec(datum[name])
+                        for name, dec in fields])
+        return record
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        members_by_value = tp._value2member_map_
+        return lambda v: members_by_value[v]
+    return _identity
 
 
 @cache
 def _hints(cls: type) -> dict[str, Any]:
-    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def to_datum(obj: Any) -> Any:
+    """A domain value as an Avro datum for fastavro (unions of records in tuple notation)."""
+    return _encoder(type(obj))(obj)
+
+
+def from_datum(cls: type[T], datum: Any) -> T:
+    """A domain dataclass from a datum read with ``return_record_name=True``."""
+    return _decoder(cls)(datum)  # type: ignore[no-any-return]
 
 
 # --- framing ----------------------------------------------------------------------------------
