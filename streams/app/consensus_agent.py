@@ -15,7 +15,7 @@ from faust.types import EventT, StreamT, TopicT
 
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
-from streams.app.metrics import BATCH_SECONDS, MESSAGES
+from streams.app.metrics import BATCH_SECONDS, DROPPED, MESSAGES
 from streams.codecs import decode, encode
 from streams.config import Settings
 from streams.domain import ConsensusState, OracleObservation
@@ -63,12 +63,15 @@ class ConsensusStage:
             try:
                 observation = decode(event.message.value, OracleObservation)
             except CodecError as exc:
+                engine.refuse_input(exc.reason, str(exc))  # keeps the engine's counters whole
                 self.dead_letters.send(event, exc.reason, str(exc))
                 continue
             outcome = engine.observe(observation)
             if outcome.rejection is not None:
                 self.dead_letters.send(event, outcome.rejection.reason, outcome.rejection.detail,
                                        observation.received_at)
+            elif outcome.dropped is not None:
+                DROPPED.labels(STAGE, outcome.dropped.reason).inc()
             for price in outcome.prices:
                 self.prices.send_soon(key=price.asset.encode(), value=encode(price))
         with event_context(events[-1]):

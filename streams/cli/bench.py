@@ -30,6 +30,18 @@ def bench_oracle(
     run(observations=observations)
 
 
+@bench_app.command("archive")
+def bench_archive(
+    rows: int = typer.Option(100_000, help="Rows inserted per backend."),
+    batch: int = typer.Option(5_000, help="Rows per insert."),
+    url: str = typer.Option("", help="Also measure this ClickHouse server (clickhouse://...)."),
+) -> None:
+    """Archive insert throughput: decode+map, chdb (Arrow and JSONEachRow), server."""
+    from streams.archive.bench import run
+
+    run(rows=rows, batch=batch, url=url or None)
+
+
 def register(app: typer.Typer) -> None:
     """Add `aps bench` to the root app."""
     app.add_typer(bench_app, name="bench")

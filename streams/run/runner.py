@@ -21,8 +21,9 @@ from rich.console import Console
 
 from streams.app.executor_app import executor_app_id
 from streams.app.worker import APP_ID
-from streams.archive.archiver import ARCHIVER_GROUP
-from streams.archive.counts import archive_topic_counts
+from streams.archive import history
+from streams.archive.archiver import GROUP_ID as ARCHIVER_GROUP
+from streams.archive.backends import open_archive
 from streams.config import Settings
 from streams.errors import InfraError
 from streams.run.lag import group_lag
@@ -90,6 +91,20 @@ def reset_embedded_state(settings: Settings) -> None:
         if path.name.startswith(("worker-", "executor-", "archiver-")) or (
                 path == settings.chdb_path and settings.embedded_archive):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def archive_topic_counts(settings: Settings) -> dict[str, int]:
+    """Distinct archived messages per topic (every table, undecodable messages included)."""
+    backend = open_archive(settings)
+    try:
+        result = history.counts(backend)
+    finally:
+        backend.close()
+    counts: Counter[str] = Counter()
+    for _table, topic, messages, _stored in result.rows:
+        if topic:
+            counts[topic] += int(messages)
+    return dict(counts)
 
 
 def watched_topics(settings: Settings) -> list[str]:
