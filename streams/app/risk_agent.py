@@ -9,6 +9,7 @@ account of the partition exposed to that asset in one vectorized pass inside the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from streams.risk.engine import EngineConfig, PartitionEngine
 log = logging.getLogger(__name__)
 
 STAGE = "risk"
-BATCH = 5000
+BATCH = 1000
 WITHIN_S = 0.02
 ACCOUNTS_TABLE = "risk-accounts"
 MARKET_TABLE = "risk-market"
@@ -75,13 +76,18 @@ class RiskProcessor:
             log.info("risk partition %d: %d accounts restored", partition, len(states))
         return engine
 
-    def process(self, events: Sequence[EventT]) -> None:
-        """Apply one batch, partition by partition, in log order."""
+    async def process(self, events: Sequence[EventT]) -> None:
+        """Apply one batch, partition by partition, in log order.
+
+        Control goes back to the event loop between partitions so the other agents of the
+        worker (the sequencer feeding execution reports back) are not starved by a backlog.
+        """
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
         for partition, partition_events in sorted(by_partition.items()):
             self._process_partition(partition, partition_events)
+            await asyncio.sleep(0)
         MESSAGES.labels(STAGE).inc(len(events))
 
     def _process_partition(self, partition: int, events: list[EventT]) -> None:
@@ -142,6 +148,6 @@ def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
     async def risk(stream: StreamT) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             with BATCH_SECONDS.labels(STAGE).time():
-                processor.process(events)
+                await processor.process(events)
 
     return processor

@@ -89,6 +89,19 @@ class EmbeddedBroker:
         self.stop()
 
 
+def producer_config(bootstrap: str, *, idempotent: bool = False) -> dict[str, object]:
+    """librdkafka producer settings for APS's own producers (scenario, tools, tests).
+
+    Idempotence is off unless asked for: Tansu 0.6 advances a partition's high watermark by
+    one per idempotent batch instead of by the batch's record count (the records themselves
+    get correct offsets), which corrupts every end-offset and lag figure. APS does not need
+    it for correctness: duplicates are dropped downstream (origin offsets, command ids).
+    Turn it on against a real Kafka cluster.
+    """
+    return {"bootstrap.servers": bootstrap, "enable.idempotence": idempotent, "acks": "all",
+            "linger.ms": 5}
+
+
 def create_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 

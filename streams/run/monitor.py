@@ -1,19 +1,27 @@
 """Watches every topic of a run (read-only, no consumer group) and keeps the figures that the
-progress line and the summary show."""
+progress line and the summary show.
+
+It counts messages as it reads them; it never uses high watermarks (Tansu 0.6 undercounts
+them for multi-record batches).
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streams.archive.archiver import archived_topics
 from streams.codecs import decode
+from streams.config import Settings
 from streams.domain import AccountState, DeadLetter, ExecutionReport, ScalingCommand
-from streams.errors import CodecError
-from streams.topics import DEAD_LETTER, EXECUTION_REPORTS
+from streams.errors import CodecError, InfraError
+from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, ORACLE_PRICES
 
+log = logging.getLogger(__name__)
 ACCOUNTS_CHANGELOG = "aps-risk-accounts-changelog"
 
 
@@ -22,6 +30,7 @@ class RunFigures:
     """What has flowed through the topics so far."""
 
     per_topic: Counter[str] = field(default_factory=Counter)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
     commands: dict[str, ScalingCommand] = field(default_factory=dict)
     reports: dict[str, ExecutionReport] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -42,20 +51,20 @@ def _label(value: object) -> str:
 
 
 class TopicMonitor:
-    """A background consumer over all partitions of the given topics, from the beginning."""
+    """A background consumer over all partitions of the archived topics, from the start."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
         self.bootstrap = bootstrap
-        self.topics = [*topics, ACCOUNTS_CHANGELOG]
+        self.topics = archived_topics(settings)
         self.figures = RunFigures()
         self.lock = threading.Lock()
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._assigned: set[str] = set()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": "aps-run-monitor",
             "enable.auto.commit": False,
-            "enable.partition.eof": False,
             "fetch.wait.max.ms": 50,
         })
         self._thread = threading.Thread(target=self._loop, name="topic-monitor", daemon=True)
@@ -71,17 +80,43 @@ class TopicMonitor:
         self._thread.join(timeout=10)
         self._consumer.close()
 
-    def end_offsets(self) -> dict[str, int]:
-        """Messages in each watched topic (sum of partition high watermarks)."""
-        metadata = self._consumer.list_topics(timeout=5)
-        out = {}
-        for name in self.topics:
-            topic = metadata.topics.get(name)
-            if topic is None or topic.error is not None:
-                continue
-            out[name] = sum(self._consumer.get_watermark_offsets(
-                TopicPartition(name, p), timeout=5, cached=False)[1] for p in topic.partitions)
-        return out
+    def check(self) -> None:
+        """Raise if the monitor thread failed."""
+        if self.error is not None:
+            raise InfraError(f"topic monitor failed: {self.error!r}") from self.error
+
+    def count(self, topic: str) -> int:
+        """Messages read from `topic` so far."""
+        with self.lock:
+            return self.figures.per_topic[topic]
+
+    def total(self) -> int:
+        """Messages read from every topic so far."""
+        with self.lock:
+            return sum(self.figures.per_topic.values())
+
+    def snapshot(self) -> tuple[tuple[str, int], ...]:
+        """Per-topic counts, comparable between two moments."""
+        with self.lock:
+            return tuple(sorted(self.figures.per_topic.items()))
+
+    def ends(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        """Per partition of `topics`: the offset after the last message read."""
+        wanted = set(topics)
+        with self.lock:
+            return {key: end for key, end in self.figures.ends.items() if key[0] in wanted}
+
+    def unreported(self) -> int:
+        """Commands seen without an execution report yet."""
+        with self.lock:
+            return len(self.figures.commands.keys() - self.figures.reports.keys())
+
+    def line(self) -> str:
+        """One-line progress figures."""
+        with self.lock:
+            f = self.figures
+            return (f"prices {f.per_topic[ORACLE_PRICES]:>6}  commands {len(f.commands):>5}  "
+                    f"reports {len(f.reports):>5}  dead letters {len(f.dead_letters):>3}")
 
     def _assign_new_topics(self) -> None:
         missing = [t for t in self.topics if t not in self._assigned]
@@ -99,20 +134,25 @@ class TopicMonitor:
             self._consumer.incremental_assign(new)
 
     def _loop(self) -> None:
-        polls = 0
-        while not self._stop.is_set():
-            if polls % 20 == 0:
-                self._assign_new_topics()
-            polls += 1
-            messages = self._consumer.consume(5000, 0.1)
-            if not messages:
-                continue
-            with self.lock:
-                for message in messages:
-                    if message.error() is None:
-                        self._record(message.topic(), message.key(), message.value())
+        try:
+            polls = 0
+            while not self._stop.is_set():
+                if polls % 20 == 0:
+                    self._assign_new_topics()
+                polls += 1
+                messages = self._consumer.consume(5000, 0.1)
+                with self.lock:
+                    for message in messages:
+                        if message.error() is None:
+                            self._record(message.topic(), message.value())
+                            key = (message.topic(), message.partition())
+                            self.figures.ends[key] = max(self.figures.ends.get(key, 0),
+                                                         message.offset() + 1)
+        except BaseException as exc:  # surfaced to the run by check()
+            log.exception("topic monitor failed")
+            self.error = exc
 
-    def _record(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+    def _record(self, topic: str, value: bytes | None) -> None:
         figures = self.figures
         figures.per_topic[topic] += 1
         if value is None:

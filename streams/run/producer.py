@@ -10,19 +10,15 @@ from confluent_kafka import Producer
 from streams.codecs import encode
 from streams.domain import AccountEvent, OracleObservation
 from streams.errors import InfraError
+from streams.infra.broker import producer_config
 from streams.topics import ACCOUNT_EVENTS, ORACLE_TICKS
 
 
 class ScenarioProducer:
     """An idempotent producer for scenario inputs."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-        })
+    def __init__(self, bootstrap: str, *, idempotent: bool = False) -> None:
+        self._producer = Producer(producer_config(bootstrap, idempotent=idempotent))
         self._errors: list[str] = []
 
     def _on_delivery(self, err: object, _msg: object) -> None:

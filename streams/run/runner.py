@@ -1,17 +1,24 @@
 """`aps run`: the bundled scenario through the whole pipeline, with progress and a summary.
 
 Order of a run: clean the previous embedded run's local state, start the broker (embedded
-unless APS_KAFKA_BOOTSTRAP is set) and create the topics, start the worker, one executor per
-chain and the archiver, load the book of accounts and wait until the sequencer has put every
-account event on risk.inputs (so every partition's log starts with its accounts), play the
-oracle observations paced in event time, wait until the pipeline is drained (every command
-has a report, every consumer group has committed everything, nothing moved for a while),
-stop the archiver, read the archive's row counts, print the summary, stop everything.
+unless APS_KAFKA_BOOTSTRAP is set) and create the topics, start the worker and one executor
+per chain as processes and the archiver in this process (so the run can read its embedded
+archive while it is open), load the book of accounts and wait until the sequencer has put
+every account event on risk.inputs (so every partition's log starts with its accounts),
+play the oracle observations paced in event time, wait until the pipeline is drained (every
+command has a report, nothing moved for a while, the archiver has stored every message the
+monitor saw), stop the archiver, read the archive's row counts, print the summary, stop
+everything.
+
+Progress is measured by counting messages, never by high watermarks: Tansu 0.6 reports a
+partition's high watermark as the base offset of its last record batch plus one, which
+undercounts any topic written in multi-record batches.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,12 +29,12 @@ from rich.console import Console
 from streams.app.executor_app import executor_app_id
 from streams.app.worker import APP_ID
 from streams.archive import history
-from streams.archive.archiver import GROUP_ID as ARCHIVER_GROUP
+from streams.archive.archiver import ArchiverProgress, run_archiver
 from streams.archive.backends import open_archive
 from streams.config import Settings
 from streams.errors import InfraError
-from streams.run.lag import group_lag
-from streams.run.monitor import ACCOUNTS_CHANGELOG, TopicMonitor
+from streams.run.lag import group_behind
+from streams.run.monitor import TopicMonitor
 from streams.run.producer import ScenarioProducer
 from streams.run.stack import Stack
 from streams.scenario.bundled import Scenario, bundled_scenario
@@ -38,7 +45,6 @@ from streams.topics import (
     ORACLE_TICKS,
     RISK_INPUTS,
     exec_commands,
-    topic_specs,
 )
 
 NEAR_LIQUIDATION_RATIO = 1.25
@@ -53,7 +59,7 @@ class RunOptions:
     duration_s: int = 300
     speed: float = 12.0
     start_timeout_s: float = 180.0
-    drain_timeout_s: float = 180.0
+    drain_timeout_s: float = 240.0
     quiet_s: float = 3.0
     malformed_inputs: bool = True
 
@@ -79,6 +85,42 @@ class RunReport:
     def archive_matches(self) -> bool:
         """True when every topic's archived rows equal the messages in the topic."""
         return all(self.archive_counts.get(t, 0) == n for t, n in self.topic_counts.items())
+
+
+class ArchiverThread:
+    """The archiver running in this process, with its latest progress."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.stop_event = threading.Event()
+        self.progress = ArchiverProgress()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(settings, bootstrap),
+                                        name="archiver", daemon=True)
+
+    def _run(self, settings: Settings, bootstrap: str) -> None:
+        try:
+            run_archiver(settings, bootstrap, self.stop_event, self._on_progress)
+        except BaseException as exc:  # reported by check(), the run fails with it
+            self.error = exc
+
+    def _on_progress(self, progress: ArchiverProgress) -> None:
+        self.progress = progress
+
+    def start(self) -> ArchiverThread:
+        """Start archiving in the background."""
+        self._thread.start()
+        return self
+
+    def check(self) -> None:
+        """Raise if the archiver died."""
+        if self.error is not None:
+            raise InfraError(f"archiver failed: {self.error}") from self.error
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit, close the archive."""
+        self.stop_event.set()
+        self._thread.join(timeout=60)
+        self.check()
 
 
 def reset_embedded_state(settings: Settings) -> None:
@@ -107,14 +149,13 @@ def archive_topic_counts(settings: Settings) -> dict[str, int]:
     return dict(counts)
 
 
-def watched_topics(settings: Settings) -> list[str]:
-    """Every topic of the pipeline."""
-    return [spec.name for spec in topic_specs(settings)]
-
-
 def run_pipeline(settings: Settings, options: RunOptions, console: Console | None = None,
-                 on_stack: Callable[[Stack], None] | None = None) -> RunReport:
-    """Run the bundled scenario end to end and return what came out."""
+                 on_drained: Callable[[str], None] | None = None) -> RunReport:
+    """Run the bundled scenario end to end and return what came out.
+
+    `on_drained(bootstrap)` is called once the pipeline is drained, before anything stops
+    (tests use it to read topics).
+    """
     console = console or Console(stderr=True)
     started = time.monotonic()
     if settings.embedded_broker:
@@ -123,117 +164,133 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
     scenario = bundled_scenario(accounts=options.accounts, seed=options.seed,
                                 duration_s=options.duration_s, feeds_file=settings.feeds_file,
                                 chains=settings.chains)
-    with Stack(settings, settings.data_dir / "logs") as stack:
+    with Stack(settings, settings.data_dir / "logs", archiver=False) as stack:
         where = "embedded Tansu" if settings.embedded_broker else settings.kafka_bootstrap
         console.print(f"[bold]APS[/] starting broker ({where})")
         bootstrap = stack.start_broker()
         stack.start_processes()
-        if on_stack is not None:
-            on_stack(stack)
-        console.print(f"started {', '.join(c.name for c in stack.children)} "
+        archiver = ArchiverThread(settings, bootstrap).start()
+        console.print(f"started {', '.join(c.name for c in stack.children)} and the archiver "
                       f"(logs in {stack.log_dir})")
-        monitor = TopicMonitor(bootstrap, watched_topics(settings)).start()
+        monitor = TopicMonitor(bootstrap, settings).start()
         try:
-            producer = ScenarioProducer(bootstrap)
-            _load_book(stack, monitor, producer, scenario, options, console)
-            _play_market(stack, monitor, producer, scenario, options, console)
-            _drain(stack, monitor, bootstrap, settings, options, console)
-            counts = monitor.end_offsets()
-            stack.stop_process("archiver")
-            report = _report(scenario, monitor, counts)
+            run = _Run(stack, monitor, archiver, options, console)
+            producer = ScenarioProducer(bootstrap, idempotent=not settings.embedded_broker)
+            run.load_book(producer, scenario)
+            run.play_market(producer, scenario)
+            run.drain()
+            if on_drained is not None:
+                on_drained(bootstrap)
         finally:
             monitor.stop()
+            archiver.stop()
+        report = _report(scenario, monitor)
     report.archive_counts = archive_topic_counts(settings)
     report.elapsed_s = time.monotonic() - started
     return report
 
 
-def _wait(stack: Stack, what: str, condition: Callable[[], bool], timeout: float,
-          console: Console, status: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    with console.status(what) as spinner:
-        while not condition():
-            stack.check_alive()
-            if time.monotonic() > deadline:
-                raise InfraError(f"timed out after {timeout:.0f}s: {what} ({status()})")
-            spinner.update(f"{what} — {status()}")
-            time.sleep(0.25)
+class _Run:
+    """The waiting steps of a run, each watching the stack, the monitor and the archiver."""
+
+    def __init__(self, stack: Stack, monitor: TopicMonitor, archiver: ArchiverThread,
+                 options: RunOptions, console: Console) -> None:
+        self.stack = stack
+        self.monitor = monitor
+        self.archiver = archiver
+        self.options = options
+        self.console = console
+        settings = stack.settings
+        self.groups = {
+            APP_ID: [ORACLE_TICKS, ACCOUNT_EVENTS, ORACLE_PRICES, EXECUTION_REPORTS, RISK_INPUTS],
+            **{executor_app_id(c): [exec_commands(c)] for c in settings.chains},
+        }
+
+    def check(self) -> None:
+        """Raise if a process or the archiver died, or the monitor failed."""
+        self.stack.check_alive()
+        self.archiver.check()
+        self.monitor.check()
+
+    def wait(self, what: str, condition: Callable[[], bool], timeout: float,
+             status: Callable[[], str]) -> None:
+        """Poll `condition` until it holds; raise InfraError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.console.status(what) as spinner:
+            while not condition():
+                self.check()
+                if time.monotonic() > deadline:
+                    raise InfraError(f"timed out after {timeout:.0f}s: {what} ({status()})")
+                spinner.update(f"{what} — {status()}")
+                time.sleep(0.25)
+
+    def load_book(self, producer: ScenarioProducer, scenario: Scenario) -> None:
+        """Send the book and wait until every account event is on risk.inputs."""
+        events = scenario.account_events
+        producer.send_account_events(events)
+        self.console.print(f"book: {len({e.account_id for e in events})} accounts, "
+                           f"{len(events)} events sent to {ACCOUNT_EVENTS}")
+
+        def sequenced() -> int:
+            return self.monitor.count(RISK_INPUTS)
+
+        self.wait("waiting for the worker to sequence the book",
+                  lambda: sequenced() >= len(events), self.options.start_timeout_s,
+                  lambda: f"{sequenced()}/{len(events)} on {RISK_INPUTS}")
+
+    def play_market(self, producer: ScenarioProducer, scenario: Scenario) -> None:
+        """Send the oracle observations paced in event time, printing progress."""
+        observations = scenario.observations
+        total = len(observations)
+        self.console.print(f"market: {total} oracle observations over "
+                           f"{self.options.duration_s / 60:.0f} min of event time, played at "
+                           f"{self.options.speed:g}x")
+        if self.options.malformed_inputs:
+            for bad in scenario.malformed_ticks:
+                producer.send_raw(ORACLE_TICKS, b"malformed", bad)
+        last_print = [0.0]
+
+        def progress(sent: int) -> None:
+            now = time.monotonic()
+            if now - last_print[0] < 2.0 and sent < total:
+                return
+            last_print[0] = now
+            self.check()
+            self.console.print(f"  ticks {sent:>6}/{total}  {self.monitor.line()}  "
+                               f"archived {self.archiver.progress.messages}")
+
+        producer.send_observations(observations, self.options.speed, progress)
+
+    def drain(self) -> None:
+        """Wait until the pipeline is idle: nothing moved for `quiet_s` seconds, every
+        command has a report, every consumer group has committed every message the monitor
+        has seen on its inputs (Faust commits only after processing and flushing what the
+        processing produced), and the archiver has stored as many messages as the monitor
+        has seen."""
+        last_snapshot: tuple[tuple[str, int], ...] = ()
+        last_change = time.monotonic()
+        behind: int | str = "?"
+
+        def drained() -> bool:
+            nonlocal last_snapshot, last_change, behind
+            snapshot = self.monitor.snapshot()
+            if snapshot != last_snapshot:
+                last_snapshot, last_change = snapshot, time.monotonic()
+                return False
+            if time.monotonic() - last_change < self.options.quiet_s or self.monitor.unreported():
+                return False
+            behind = sum(group_behind(self.stack.bootstrap, group, self.monitor.ends(topics))
+                         for group, topics in self.groups.items())
+            return behind == 0 and self.archiver.progress.messages >= self.monitor.total()
+
+        def status() -> str:
+            return (f"{self.monitor.line()}, uncommitted {behind}, archived "
+                    f"{self.archiver.progress.messages}/{self.monitor.total()}")
+
+        self.wait("draining the pipeline", drained, self.options.drain_timeout_s, status)
 
 
-def _load_book(stack: Stack, monitor: TopicMonitor, producer: ScenarioProducer,
-               scenario: Scenario, options: RunOptions, console: Console) -> None:
-    events = scenario.account_events
-    producer.send_account_events(events)
-    console.print(f"book: {len({e.account_id for e in events})} accounts, {len(events)} events "
-                  f"sent to {ACCOUNT_EVENTS}")
-
-    def sequenced() -> int:
-        with monitor.lock:
-            return monitor.figures.per_topic[RISK_INPUTS]
-
-    _wait(stack, "waiting for the worker to sequence the book", lambda: sequenced() >= len(events),
-          options.start_timeout_s, console, lambda: f"{sequenced()}/{len(events)} on {RISK_INPUTS}")
-
-
-def _play_market(stack: Stack, monitor: TopicMonitor, producer: ScenarioProducer,
-                 scenario: Scenario, options: RunOptions, console: Console) -> None:
-    observations = scenario.observations
-    total = len(observations)
-    minutes = options.duration_s / 60
-    console.print(f"market: {total} oracle observations over {minutes:.0f} min of event time, "
-                  f"played at {options.speed:g}x")
-    if options.malformed_inputs:
-        for bad in scenario.malformed_ticks:
-            producer.send_raw(ORACLE_TICKS, b"malformed", bad)
-    last_print = [0.0]
-
-    def progress(sent: int) -> None:
-        now = time.monotonic()
-        if now - last_print[0] < 2.0 and sent < total:
-            return
-        last_print[0] = now
-        stack.check_alive()
-        with monitor.lock:
-            f = monitor.figures
-            console.print(f"  ticks {sent:>6}/{total}  prices {f.per_topic[ORACLE_PRICES]:>6}  "
-                          f"commands {len(f.commands):>5}  reports {len(f.reports):>5}  "
-                          f"dead letters {len(f.dead_letters):>3}")
-
-    producer.send_observations(observations, options.speed, progress)
-
-
-def _drain(stack: Stack, monitor: TopicMonitor, bootstrap: str, settings: Settings,
-           options: RunOptions, console: Console) -> None:
-    groups = {
-        APP_ID: [ORACLE_TICKS, ACCOUNT_EVENTS, ORACLE_PRICES, EXECUTION_REPORTS, RISK_INPUTS],
-        ARCHIVER_GROUP: [*watched_topics(settings), ACCOUNTS_CHANGELOG],
-        **{executor_app_id(c): [exec_commands(c)] for c in settings.chains},
-    }
-    state = {"snapshot": None, "since": time.monotonic(), "lag": -1}
-
-    def drained() -> bool:
-        with monitor.lock:
-            f = monitor.figures
-            snapshot = (tuple(sorted(f.per_topic.items())), len(f.reports))
-            unreported = len(set(f.commands) - set(f.reports))
-        if snapshot != state["snapshot"]:
-            state["snapshot"], state["since"] = snapshot, time.monotonic()
-            return False
-        if unreported or time.monotonic() - state["since"] < options.quiet_s:
-            return False
-        state["lag"] = sum(group_lag(bootstrap, g, topics) for g, topics in groups.items())
-        return state["lag"] == 0
-
-    def status() -> str:
-        with monitor.lock:
-            f = monitor.figures
-            return (f"{len(f.commands)} commands, {len(f.reports)} reports, "
-                    f"uncommitted {state['lag']}")
-
-    _wait(stack, "draining the pipeline", drained, options.drain_timeout_s, console, status)
-
-
-def _report(scenario: Scenario, monitor: TopicMonitor, counts: dict[str, int]) -> RunReport:
+def _report(scenario: Scenario, monitor: TopicMonitor) -> RunReport:
     with monitor.lock:
         f = monitor.figures
         accounts = dict(f.accounts)
@@ -241,7 +298,7 @@ def _report(scenario: Scenario, monitor: TopicMonitor, counts: dict[str, int]) -
                        if s.min_margin_ratio < NEAR_LIQUIDATION_RATIO), key=lambda x: x[1])
         return RunReport(
             scenario=scenario,
-            topic_counts=counts,
+            topic_counts=dict(f.per_topic),
             commands_by_reason=f.commands_by("reason"),
             commands_by_chain=f.commands_by("chain"),
             reports_by_status=f.reports_by_status(),

@@ -8,11 +8,13 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
+from streams.infra.broker import producer_config
+
 
 def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]],
             partition: int | None = None) -> None:
     """Send (key, value) pairs and wait for delivery."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(producer_config(bootstrap))
     for key, value in items:
         if partition is None:
             producer.produce(topic, key=key, value=value)

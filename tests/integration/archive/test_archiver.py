@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streams.archive.archiver import ArchiverProgress, archived_topics, run_archiver
 from streams.archive.backends import ArchiveBackend, ChdbBackend, ServerBackend
 from streams.config import Settings
-from streams.infra.broker import create_topics
+from streams.infra.broker import create_topics, producer_config
 from streams.topics import TopicSpec, topic_specs
 from tests.integration.archive import samples as s
 
@@ -52,7 +52,7 @@ def reader(settings: Settings) -> Iterator[ArchiveBackend]:
 
 
 def produce(bootstrap: str, samples: list[s.Sample], garbage: tuple[str, bytes, bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(producer_config(bootstrap))
     for sample in samples:
         producer.produce(sample.topic, key=sample.key, value=sample.value)
     producer.produce(garbage[0], key=garbage[1], value=garbage[2])
