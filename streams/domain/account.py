@@ -53,6 +53,9 @@ class PendingCommand:
     amount: float
     created_at: int
     deadline: int
+    rule: str = ""
+    position_id: str | None = None
+    chain: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +101,4 @@ class AccountState:
     min_margin_ratio: float = 1e308
     breached_maintenance: bool = False
     origin_offsets: dict[str, int] = field(default_factory=dict)
+    base_quantities: dict[str, float] = field(default_factory=dict)

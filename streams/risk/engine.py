@@ -1,0 +1,689 @@
+"""The risk engine of one partition: a pure, deterministic function of its ordered log.
+
+`PartitionEngine.apply` takes one `RiskInput` at a time (account events, consensus prices,
+execution reports, in the partition's order) and returns the scaling commands it causes.
+The Faust risk agent, the replay tool and `aps simulate` all drive this same class.
+
+- Account events and execution reports change an account (streams.risk.account) and the
+  columnar book (streams.risk.book); they never emit commands themselves: the account is
+  evaluated on the next price update of an asset it holds.
+- A consensus price revalues every account exposed to the asset in one vectorized pass,
+  screens all of them with array comparisons, and runs the policy (streams.risk.policy)
+  only on the accounts that may need a command, in account-id order.
+- Duplicates are dropped: account inputs by (origin topic:partition, offset) per account,
+  prices by per-asset sequence.
+
+Only event time is used: the watermark is the latest event time applied. Nothing depends
+on the wall clock, on dict iteration order of inputs or on randomness, and the state a
+restarted engine rebuilds from `take_dirty()` states and `market_state()` produces the same
+decisions as an engine that never stopped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from streams.domain import (
+    AccountEvent,
+    AccountState,
+    AssetMarket,
+    ConsensusPrice,
+    ExecutionReport,
+    Exposure,
+    MarketState,
+    PendingCommand,
+    Position,
+    PriceStatus,
+    RiskInput,
+    ScalingCommand,
+    ScalingRules,
+    Valuation,
+)
+from streams.errors import DomainError
+from streams.risk.account import (
+    MAX_PRICE,
+    AccountRecord,
+    Change,
+    apply_event,
+    apply_report,
+    from_state,
+    hedge_instrument,
+    release_cooldown,
+    to_state,
+    validate_event,
+    validate_report,
+)
+from streams.risk.book import Book, Columns, IntArray, Quote
+from streams.risk.margin import RATIO_CAP, MarginParams, StressGrid
+from streams.risk.policy import (
+    AccountView,
+    Holding,
+    MarketView,
+    PolicyConfig,
+    QuoteView,
+    Refusal,
+    decide,
+)
+from streams.risk.volatility import log_return, realized_vol
+
+# a screening test is loosened by this much so that sums taken in another order can never
+# hide an account the policy would act on
+_SLACK = 1e-9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Engine-wide settings (per-account settings are the accounts' ScalingRules).
+
+    rate: risk-free rate of the option models; margin/margin_by_asset: margin rates;
+    grid: stress grid; policy: policy settings; default_vol: volatility of options without
+    a mark implied volatility; default_confidence_k: adverse-edge multiplier of accounts
+    without a margin ladder; vol_window_capacity: returns kept per asset;
+    report_grace_ms: how long after its deadline a command still counts as in flight (an
+    executor's report may be on its way); persist_ratio_step: relative fall of an account's
+    lowest margin ratio that makes it dirty without any other change; max_refusals: bound
+    of the refusal log between two `take_refusals` calls.
+    """
+
+    rate: float = 0.0
+    margin: MarginParams = field(default_factory=MarginParams)
+    margin_by_asset: tuple[tuple[str, MarginParams], ...] = ()
+    grid: StressGrid = field(default_factory=StressGrid)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    default_vol: float = 0.6
+    default_confidence_k: float = 2.0
+    vol_window_capacity: int = 512
+    report_grace_ms: int = 10_000
+    persist_ratio_step: float = 0.05
+    max_refusals: int = 10_000
+
+    def margin_for(self, asset: str) -> MarginParams:
+        """Margin rates of `asset`."""
+        for name, params in self.margin_by_asset:
+            if name == asset:
+                return params
+        return self.margin
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """An account's headline numbers: mark and adverse-edge equity, collateral, margin."""
+
+    equity: float
+    equity_adverse: float
+    collateral: float
+    maintenance: float
+    initial: float
+    margin_ratio: float
+
+
+@dataclass
+class _Counters:
+    """What the engine did, for metrics."""
+
+    prices: int = 0
+    duplicates: int = 0
+    events: int = 0
+    reports: int = 0
+    ignored_reports: int = 0
+    evaluations: int = 0
+    commands: int = 0
+    expired: int = 0
+    refusals_dropped: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class PartitionEngine:
+    """Pure, deterministic risk engine for the accounts of one Kafka partition."""
+
+    def __init__(self, config: EngineConfig = EngineConfig(),
+                 states: Iterable[AccountState] = (), market: MarketState | None = None) -> None:
+        self.config = config
+        self.book = Book(config.grid, config.rate)
+        self.book.default_vol = config.default_vol
+        self.counters = _Counters()
+        self._records: list[AccountRecord] = []
+        self._index: dict[str, int] = {}
+        self._market: dict[str, AssetMarket] = {}
+        self._watermark = 0
+        self._dirty: set[str] = set()
+        self._value_dirty: set[int] = set()
+        self._changed: set[int] = set()
+        self._deadlines: list[tuple[int, str, str]] = []
+        self._refusals: list[Refusal] = []
+        self._rules = Columns({
+            "ladder_top": np.float64, "has_delta": np.bool_, "delta_target": np.float64,
+            "delta_threshold": np.float64, "has_vol": np.bool_, "vol_target": np.float64,
+            "min_scale": np.float64, "max_gamma": np.float64, "vol_window": np.int64,
+            "pending": np.int64, "min_ratio": np.float64, "persisted_min": np.float64,
+            "breached": np.bool_, "valued": np.bool_,
+        })
+        if market is not None:
+            self._watermark = market.watermark
+            for entry in market.assets:
+                self._market[entry.asset] = entry
+        for state in sorted(states, key=lambda s: s.account_id):
+            self._restore(state)
+
+    # --- public API ------------------------------------------------------------------------
+
+    def apply(self, item: RiskInput) -> list[ScalingCommand]:
+        """Apply one entry of the partition's log; return the commands it causes, in order.
+
+        Raises DomainError (with a machine-readable reason) for input the engine refuses;
+        nothing has changed then.
+        """
+        body = item.body
+        if isinstance(body, ConsensusPrice):
+            return self._apply_price(body)
+        if isinstance(body, AccountEvent):
+            self._apply_event(item, body)
+            return []
+        if isinstance(body, ExecutionReport):
+            self._apply_report(item, body)
+            return []
+        raise DomainError("unknown_input", f"risk input body {type(body).__name__}")
+
+    def take_dirty(self) -> list[AccountState]:
+        """States changed since the last call, sorted by account id."""
+        ids = sorted(self._dirty)
+        self._dirty.clear()
+        out = []
+        for account_id in ids:
+            index = self._index[account_id]
+            out.append(self._materialize(index))
+            self._rules["persisted_min"][index] = self._rules["min_ratio"][index]
+        return out
+
+    def market_state(self) -> MarketState:
+        """Last quote, sequence and return window of every asset, and the watermark."""
+        return MarketState(self._watermark,
+                           [self._market[a] for a in sorted(self._market)])
+
+    def state(self, account_id: str) -> AccountState | None:
+        """Current state of one account (None if unknown)."""
+        index = self._index.get(account_id)
+        return None if index is None else self._materialize(index)
+
+    def accounts(self) -> Iterable[AccountState]:
+        """Current state of every account, by account id."""
+        for account_id in sorted(self._index):
+            yield self._materialize(self._index[account_id])
+
+    def position(self, account_id: str, position_id: str) -> Position | None:
+        """One position of an account, without materializing the whole state."""
+        index = self._index.get(account_id)
+        return None if index is None else self._records[index].positions.get(position_id)
+
+    def pending_command(self, account_id: str, command_id: str) -> PendingCommand | None:
+        """A command of an account still in flight."""
+        index = self._index.get(account_id)
+        return None if index is None else self._records[index].pending.get(command_id)
+
+    def figures(self, account_id: str) -> Figures | None:
+        """The account's latest figures (as of the last price update)."""
+        index = self._index.get(account_id)
+        if index is None:
+            return None
+        a = self.book.accounts
+        return Figures(float(a["equity"][index]), float(a["equity_adverse"][index]),
+                       float(a["collateral"][index]), float(a["mm"][index]),
+                       float(a["im"][index]), float(a["ratio"][index]))
+
+    def accounts_below(self, ratio: float) -> list[str]:
+        """Ids of valued accounts whose margin ratio is below `ratio`, sorted."""
+        n = len(self._records)
+        below = np.flatnonzero((self.book.accounts["ratio"][:n] < ratio)
+                               & self._rules["valued"][:n])
+        return sorted(self._records[int(i)].account_id for i in below)
+
+    def total_equity(self) -> float:
+        """Sum of every account's mark equity, USD."""
+        return math.fsum(self.book.accounts["equity"][: len(self._records)])
+
+    def take_refusals(self) -> list[Refusal]:
+        """Decisions a rule wanted and did not take since the last call (audit, metrics)."""
+        out, self._refusals = self._refusals, []
+        return out
+
+    @property
+    def watermark(self) -> int:
+        """Latest event time applied, epoch ms."""
+        return self._watermark
+
+    # --- accounts --------------------------------------------------------------------------
+
+    def _record(self, account_id: str,
+                restored: AccountRecord | None = None) -> tuple[AccountRecord, int]:
+        index = self._index.get(account_id)
+        if index is not None:
+            return self._records[index], index
+        record = restored or AccountRecord(account_id)
+        index = self.book.add_account(self.config.default_confidence_k)
+        assert index == len(self._records)
+        self._records.append(record)
+        self._index[account_id] = index
+        row = self._rules.append()
+        assert row == index
+        self._rules["ladder_top"][index] = -math.inf
+        self._rules["min_ratio"][index] = RATIO_CAP
+        self._rules["persisted_min"][index] = RATIO_CAP
+        return record, index
+
+    def _restore(self, state: AccountState) -> None:
+        if state.account_id in self._index:
+            raise DomainError("duplicate_state", f"two states for account {state.account_id}")
+        restored, index = self._record(state.account_id, from_state(state))
+        self._rules["min_ratio"][index] = restored.min_margin_ratio
+        self._rules["persisted_min"][index] = restored.min_margin_ratio
+        self._rules["breached"][index] = restored.breached_maintenance
+        self._sync(restored, index, Change(positions=tuple(restored.positions),
+                                           collateral=True, rules=True))
+        for pending in restored.pending.values():
+            self._schedule_expiry(restored, pending)
+        self._count_pending(index)
+
+    def _origin(self, item: RiskInput) -> str:
+        return f"{item.origin_topic}:{item.origin_partition}"
+
+    def _is_duplicate(self, record: AccountRecord | None, item: RiskInput) -> bool:
+        if record is None:
+            return False
+        last = record.origin_offsets.get(self._origin(item))
+        return last is not None and item.origin_offset <= last
+
+    def _apply_event(self, item: RiskInput, event: AccountEvent) -> None:
+        validate_event(event)
+        existing = self._index.get(event.account_id)
+        if self._is_duplicate(None if existing is None else self._records[existing], item):
+            self.counters.duplicates += 1
+            return
+        record, index = self._record(event.account_id)
+        change = apply_event(record, event)
+        self._applied(record, item, event.event_time)
+        self._sync(record, index, change)
+        self.counters.events += 1
+
+    def _apply_report(self, item: RiskInput, report: ExecutionReport) -> None:
+        validate_report(report)
+        index = self._index.get(report.account_id)
+        if index is None:
+            self.counters.ignored_reports += 1
+            return
+        record = self._records[index]
+        if self._is_duplicate(record, item):
+            self.counters.duplicates += 1
+            return
+        change = apply_report(record, report)
+        if change is None:
+            self.counters.ignored_reports += 1
+            return
+        self._count_pending(index)
+        self._applied(record, item, report.executed_at)
+        self._sync(record, index, change)
+        self.counters.reports += 1
+
+    def _applied(self, record: AccountRecord, item: RiskInput, event_time: int) -> None:
+        record.origin_offsets[self._origin(item)] = item.origin_offset
+        record.version += 1
+        record.last_event_time = max(record.last_event_time, event_time)
+        self._watermark = max(self._watermark, event_time)
+        self._dirty.add(record.account_id)
+
+    def _sync(self, record: AccountRecord, index: int, change: Change) -> None:
+        """Bring the book in line with the record after `change`."""
+        book = self.book
+        for pid in change.removed:
+            row = book.row_of.get((index, pid))
+            if row is not None:
+                book.remove(index, pid)
+        for pid in change.positions:
+            position = record.positions[pid]
+            inst = position.instrument
+            asset = book.asset(inst.underlying, self.config.margin_for(inst.underlying))
+            base = record.base_quantities.get(pid, 0.0)
+            row = book.row_of.get((index, pid))
+            same = (row is not None and book.row_instruments[row] == inst
+                    and int(book.rows["asset"][row]) == asset
+                    and book.rows["vol"][row] == (position.implied_vol
+                                                  if position.implied_vol is not None
+                                                  else self.config.default_vol))
+            if same:
+                assert row is not None
+                book.set_quantity(row, position.quantity, position.entry_price, base)
+                self._value_dirty.add(asset)
+            else:
+                book.upsert(index, position, asset, base)
+        if change.collateral:
+            book.set_collateral(index, record.collateral_total())
+        if change.rules:
+            self._set_rules(index, record.rules)
+        if change.removed:
+            book.maybe_compact()
+        self._changed.add(index)
+
+    def _set_rules(self, index: int, rules: ScalingRules | None) -> None:
+        cols = self._rules
+        ladder = rules.margin_ladder if rules else None
+        band = rules.delta_band if rules else None
+        vol = rules.vol_scaling if rules else None
+        cols["ladder_top"][index] = max(s.margin_ratio for s in ladder.steps) if ladder \
+            else -math.inf
+        cols["has_delta"][index] = band is not None
+        cols["delta_target"][index] = band.target if band else 0.0
+        cols["delta_threshold"][index] = band.band * (1 + band.hysteresis) if band else 0.0
+        cols["has_vol"][index] = vol is not None
+        cols["vol_target"][index] = vol.vol_target if vol else 0.0
+        cols["min_scale"][index] = vol.min_scale if vol else 1.0
+        cols["max_gamma"][index] = vol.max_gamma if vol else math.inf
+        cols["vol_window"][index] = vol.window if vol else 0
+        k = ladder.confidence_k if ladder else self.config.default_confidence_k
+        self.book.set_k(index, k)
+
+    def _count_pending(self, index: int) -> None:
+        self._rules["pending"][index] = len(self._records[index].pending)
+
+    def _schedule_expiry(self, record: AccountRecord, pending: PendingCommand) -> None:
+        heapq.heappush(self._deadlines, (pending.deadline + self.config.report_grace_ms,
+                                         pending.command_id, record.account_id))
+
+    def _expire(self) -> None:
+        """Drop in-flight commands whose deadline (plus the report grace) has passed."""
+        while self._deadlines and self._deadlines[0][0] < self._watermark:
+            _, command_id, account_id = heapq.heappop(self._deadlines)
+            index = self._index[account_id]
+            record = self._records[index]
+            pending = record.pending.pop(command_id, None)
+            if pending is None:
+                continue
+            release_cooldown(record, pending)
+            self._count_pending(index)
+            self._dirty.add(account_id)
+            self.counters.expired += 1
+
+    # --- prices ----------------------------------------------------------------------------
+
+    def _apply_price(self, price: ConsensusPrice) -> list[ScalingCommand]:
+        _validate_price(price)
+        previous = self._market.get(price.asset)
+        if previous is not None and price.sequence <= previous.sequence:
+            self.counters.duplicates += 1
+            return []
+        entry = self._next_market(previous, price)
+        self._market[price.asset] = entry
+        self._watermark = max(self._watermark, price.event_time)
+        self.counters.prices += 1
+        self._expire()
+        if entry.price <= 0:
+            return []
+        asset = self.book.asset(price.asset, self.config.margin_for(price.asset))
+        revalued = self._revalue(asset)
+        touched = self.book.caches[asset].accounts
+        self._track_ratios(revalued)
+        candidates = self._screen(asset, touched)
+        return self._evaluate(candidates, price.asset, price.event_time)
+
+    def _next_market(self, previous: AssetMarket | None, price: ConsensusPrice) -> AssetMarket:
+        common = {"status": price.status, "sequence": price.sequence,
+                  "sources": list(price.sources_used),
+                  "unhealthy_chains": sorted(price.unhealthy_chains)}
+        valid = math.isfinite(price.price) and price.price > 0
+        if price.status is PriceStatus.HALTED:
+            if previous is None or previous.price <= 0:
+                return AssetMarket(price.asset, price.price if valid else 0.0,
+                                   price.confidence, event_time=price.event_time, **common)
+            # no trusted price: keep the last mark, and widen its band to cover the
+            # untrusted candidate, so margin is computed on the worse side of both
+            wider = previous.confidence
+            if valid:
+                wider = max(wider, abs(price.price - previous.price) + price.confidence)
+            return replace(previous, confidence=wider, **common)
+        returns, intervals = list(previous.returns) if previous else [], \
+            list(previous.return_intervals_ms) if previous else []
+        if previous is not None and previous.price > 0:
+            cap = self.config.vol_window_capacity
+            returns = [*returns, log_return(previous.price, price.price)][-cap:]
+            intervals = [*intervals, max(0, price.event_time - previous.event_time)][-cap:]
+        return AssetMarket(price.asset, price.price, price.confidence,
+                           event_time=price.event_time, returns=returns,
+                           return_intervals_ms=intervals, **common)
+
+    def _quote(self, asset: int) -> Quote | None:
+        entry = self._market.get(self.book.asset_names[asset])
+        if entry is None or entry.price <= 0:
+            return None
+        return Quote(entry.price, entry.confidence, entry.event_time)
+
+    def _revalue(self, asset: int) -> IntArray:
+        """Revalue `asset` and every asset whose rows changed since its last revaluation;
+        return the accounts whose figures may have moved."""
+        todo = {asset, *self.book.stale_assets(), *self._value_dirty}
+        self._value_dirty.clear()
+        parts = []
+        if self._changed:
+            parts.append(np.fromiter(self._changed, dtype=np.int64, count=len(self._changed)))
+            self._changed.clear()
+        for code in sorted(todo, key=lambda c: self.book.asset_names[c]):
+            quote = self._quote(code)
+            if quote is not None:
+                parts.append(self.book.revalue(code, quote))
+        self.book.refresh_totals()
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(parts))
+
+    def _track_ratios(self, accounts: IntArray) -> None:
+        """Lowest margin ratio and maintenance breaches; dirty accounts that moved enough."""
+        if len(accounts) == 0:
+            return
+        cols = self._rules
+        ratio = self.book.accounts["ratio"][accounts]
+        cols["valued"][accounts] = True
+        lowest = np.minimum(cols["min_ratio"][accounts], ratio)
+        breach = ratio < 1.0
+        step = 1.0 - self.config.persist_ratio_step
+        persisted = cols["persisted_min"][accounts]
+        moved = (lowest < np.where(persisted > 0, persisted * step, persisted / step)) | (
+            breach & ~cols["breached"][accounts])
+        cols["min_ratio"][accounts] = lowest
+        cols["breached"][accounts] |= breach
+        for index in accounts[moved]:
+            self._dirty.add(self._records[int(index)].account_id)
+
+    def _screen(self, asset: int, touched: IntArray) -> list[int]:
+        """Accounts that may need a command after a price update of `asset`."""
+        cols = self._rules
+        book = self.book
+        parts = [touched[book.accounts["ratio"][touched]
+                         < cols["ladder_top"][touched] * (1 + _SLACK)]]
+        groups = book.caches[asset].groups
+        owners = book.groups["account"][groups]
+        g = book.groups
+        drift = np.abs(g["delta"][groups] - cols["delta_target"][owners])
+        parts.append(owners[cols["has_delta"][owners]
+                            & (drift > cols["delta_threshold"][owners] * (1 - _SLACK))])
+        with_vol = cols["has_vol"][owners] & (g["option_base"][groups] > 0)
+        if with_vol.any():
+            parts.append(self._screen_vol(asset, groups[with_vol], owners[with_vol]))
+        parts.append(np.flatnonzero(cols["pending"][: len(self._records)] > 0))
+        candidates = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        keep = [int(i) for i in candidates if self._records[int(i)].rules is not None]
+        return sorted(keep, key=lambda i: self._records[i].account_id)
+
+    def _screen_vol(self, asset: int, groups: IntArray, owners: IntArray) -> IntArray:
+        cols = self._rules
+        g = self.book.groups
+        vega = g["vega_abs"][groups]
+        implied = np.where(vega > 0, g["vega_vol"][groups] / np.where(vega > 0, vega, 1.0), 0.0)
+        realized = np.zeros(len(groups))
+        windows = cols["vol_window"][owners]
+        name = self.book.asset_names[asset]
+        for window in np.unique(windows):
+            rv = self._realized(name, int(window))
+            realized[windows == window] = rv if rv is not None else 0.0
+        vol = np.maximum(implied, realized)
+        wanted = np.clip(cols["vol_target"][owners] / np.where(vol > 0, vol, 1.0),
+                         cols["min_scale"][owners], 1.0)
+        scale = g["option_abs"][groups] / g["option_base"][groups]
+        tolerance = self.config.policy.vol_scale_tolerance
+        loose = tolerance * (1 - _SLACK)
+        calm = cols["vol_target"][owners] >= vol * (1.0 + loose)
+        off = (vol > 0) & ((scale - wanted > loose) | (calm & (scale < 1.0 - loose)))
+        gamma = np.abs(g["gamma"][groups]) > cols["max_gamma"][owners] * (1 - _SLACK)
+        return owners[off | gamma]
+
+    def _realized(self, asset: str, window: int) -> float | None:
+        entry = self._market.get(asset)
+        if entry is None:
+            return None
+        return realized_vol(entry.returns, entry.return_intervals_ms, window,
+                            self.config.policy.min_vol_observations)
+
+    # --- policy ----------------------------------------------------------------------------
+
+    def _market_view(self, trigger: str) -> MarketView:
+        quotes = {
+            name: QuoteView(name, e.price, e.confidence, e.status, e.event_time, e.sequence,
+                            tuple(e.sources))
+            for name, e in self._market.items() if e.price > 0
+        }
+        unhealthy = frozenset(c for e in self._market.values() for c in e.unhealthy_chains)
+        entry = self._market[trigger]
+        trigger_view = replace(quotes[trigger], sequence=entry.sequence)
+        return MarketView(quotes, unhealthy, self._realized, trigger_view)
+
+    def _view(self, index: int, quotes: Mapping[str, QuoteView]) -> AccountView | None:
+        record = self._records[index]
+        if record.rules is None:
+            return None
+        in_flight: dict[str, float] = {}
+        top_ups: dict[str, float] = {}
+        for pending in record.pending.values():
+            if pending.position_id is not None:
+                in_flight[pending.position_id] = in_flight.get(pending.position_id, 0.0) \
+                    + pending.quantity
+            elif pending.amount > 0:
+                top_ups[pending.chain] = top_ups.get(pending.chain, 0.0) + pending.amount
+        holdings = []
+        book = self.book
+        for row in book.active_rows(index):
+            pid = book.row_ids[row]
+            position = record.positions[pid]
+            inst = position.instrument
+            if inst.underlying not in quotes:
+                continue
+            unit = book.unit_row(row)
+            vol = position.implied_vol if position.implied_vol is not None \
+                else self.config.default_vol
+            holdings.append(Holding(pid, inst, position.quantity + in_flight.pop(pid, 0.0),
+                                    record.base_quantities.get(pid, 0.0), vol, unit))
+        for pending in record.pending.values():
+            pid = pending.position_id
+            if pid is None or pid not in in_flight:
+                continue
+            inst = hedge_instrument(pending.instrument_id or "", pending.chain)
+            if inst.underlying in quotes:
+                holdings.append(Holding(pid, inst, in_flight.pop(pid), 0.0, 0.0, None,
+                                        exists=False))
+        reserves = {chain: c.reserve - top_ups.get(chain, 0.0)
+                    for chain, c in record.collateral.items()}
+        return AccountView(
+            account_id=record.account_id, version=record.version, rules=record.rules,
+            rules_hash=record.rules_hash, holdings=tuple(holdings),
+            equity_mark=float(book.accounts["equity"][index]),
+            pending_top_up=math.fsum(top_ups.values()), reserves=reserves,
+            k=float(book.accounts["k"][index]), first_chain=record.first_chain(),
+            last_fired=record.last_fired, recent_commands=record.recent_commands)
+
+    def _evaluate(self, candidates: list[int], trigger: str, now: int) -> list[ScalingCommand]:
+        if not candidates:
+            return []
+        market = self._market_view(trigger)
+        commands: list[ScalingCommand] = []
+        for index in candidates:
+            view = self._view(index, market.quotes)
+            if view is None or not view.holdings:
+                continue
+            self.counters.evaluations += 1
+            outcome = decide(view, market, self.config.policy, self.config.margin_for,
+                             self.config.grid, [trigger])
+            self._note_refusals(outcome.refusals)
+            if outcome.commands:
+                self._record_outcome(index, outcome.commands, outcome.pending, outcome.fired,
+                                     now)
+                commands.extend(outcome.commands)
+        return commands
+
+    def _record_outcome(self, index: int, commands: list[ScalingCommand],
+                        pending: list[PendingCommand], fired: list[str], now: int) -> None:
+        record = self._records[index]
+        record.version += 1
+        for entry in pending:
+            record.pending[entry.command_id] = entry
+            self._schedule_expiry(record, entry)
+        self._count_pending(index)
+        for label in fired:
+            record.last_fired[label] = now
+        window = record.rules.limits.rate_window_ms if record.rules else 0
+        record.recent_commands = [t for t in record.recent_commands if now - t < window] \
+            + [now] * len(commands)
+        self._dirty.add(record.account_id)
+        self.counters.commands += len(commands)
+        for command in commands:
+            key = command.reason.value
+            self.counters.by_reason[key] = self.counters.by_reason.get(key, 0) + 1
+
+    def _note_refusals(self, refusals: list[Refusal]) -> None:
+        room = self.config.max_refusals - len(self._refusals)
+        if room < len(refusals):
+            self.counters.refusals_dropped += len(refusals) - max(room, 0)
+        self._refusals.extend(refusals[: max(room, 0)])
+
+    # --- materialization -------------------------------------------------------------------
+
+    def _materialize(self, index: int) -> AccountState:
+        record = self._records[index]
+        cols = self._rules
+        record.min_margin_ratio = float(cols["min_ratio"][index])
+        record.breached_maintenance = bool(cols["breached"][index])
+        return to_state(record, self._valuation(index) if cols["valued"][index] else None)
+
+    def _valuation(self, index: int) -> Valuation:
+        book = self.book
+        a = book.accounts
+        g = book.groups
+        exposures = []
+        for group in book.account_groups_sorted(index):
+            name = book.asset_names[int(g["asset"][group])]
+            entry = self._market.get(name)
+            if entry is None or not any(int(book.rows["group"][row]) == group
+                                        for row in book.active_rows(index)):
+                continue
+            exposures.append(Exposure(name, entry.price, float(g["delta"][group]),
+                                      float(g["gamma"][group]), float(g["vega"][group]),
+                                      float(g["theta"][group])))
+        return Valuation(
+            event_time=int(a["valued_at"][index]), equity=float(a["equity_adverse"][index]),
+            initial_margin=float(a["im"][index]), maintenance_margin=float(a["mm"][index]),
+            margin_ratio=float(a["ratio"][index]), stress_loss=float(a["stress"][index]),
+            exposures=exposures)
+
+
+def _validate_price(price: ConsensusPrice) -> None:
+    if not price.asset:
+        raise DomainError("invalid_price", "asset is empty")
+    if not (math.isfinite(price.confidence) and price.confidence >= 0):
+        raise DomainError("invalid_price", f"confidence must be finite and >= 0,"
+                          f" got {price.confidence!r}")
+    if price.status is not PriceStatus.HALTED and not (math.isfinite(price.price)
+                                                       and 0 < price.price < MAX_PRICE):
+        raise DomainError("invalid_price", f"{price.status.value} price must be finite, > 0"
+                          f" and < {MAX_PRICE:g}, got {price.price!r}")
+
