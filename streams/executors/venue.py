@@ -1,7 +1,8 @@
 """A simulated venue: fills at the command's trusted price plus slippage, deterministically.
 
-The fill price is the price the command acted on (its provenance), moved against the
-trader by a slippage that grows with size; a fill worse than the command's slippage bound
+The fill price is the price the command acted on (the instrument's mark the engine put in
+``trigger["reference_price"]``, else the provenance price of the underlying), moved against
+the trader by a slippage that grows with size; a fill worse than the command's slippage bound
 is refused, as a limit order would be. A command past its deadline (event time, by the
 executor's watermark clock) expires unexecuted. Same command and clock in, same report out:
 a replayed command produces the identical report.
@@ -67,7 +68,8 @@ class SimulatedVenue:
         if command.action is CommandAction.TOP_UP:
             return self._report(command, ExecutionStatus.FILLED, executed_at,
                                 top_up_amount=command.amount)
-        reference = command.provenance.price
+        # options trade at their own mark; the provenance price is the underlying's
+        reference = command.trigger.get("reference_price", command.provenance.price)
         notional = abs(command.quantity) * reference
         slip = self.slippage_bps(notional)
         if slip > command.slippage_bps:

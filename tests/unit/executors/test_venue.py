@@ -57,3 +57,12 @@ def test_report_time_never_precedes_the_command() -> None:
 def test_every_configured_chain_has_an_executor() -> None:
     for chain in ("ethereum", "arbitrum", "solana", "base"):
         assert executor_for(chain).chain == chain
+
+
+def test_option_trades_fill_at_the_option_mark_not_the_underlying() -> None:
+    import dataclasses
+
+    option_trade = dataclasses.replace(command(side=Side.SELL),
+                                       trigger={"reference_price": 120.0})
+    report = VENUE.execute(option_trade, now_ms=2_000)
+    assert report.fill_price == pytest.approx(120.0, rel=1e-3)
