@@ -228,6 +228,9 @@ class _Run:
         """Send the book and wait until every account event is on risk.inputs."""
         events = scenario.account_events
         producer.send_account_events(events)
+        if self.options.malformed_inputs:
+            for account_id, payload in scenario.malformed_account_events:
+                producer.send_raw(ACCOUNT_EVENTS, account_id.encode(), payload)
         self.console.print(f"book: {len({e.account_id for e in events})} accounts, "
                            f"{len(events)} events sent to {ACCOUNT_EVENTS}")
 

@@ -17,6 +17,7 @@ three chains' oracles, against a generated book of accounts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from streams.domain import (
     OracleObservation,
     OracleSource,
     Position,
+    PositionChanged,
     ScalingRules,
 )
 from streams.oracle.feeds import load_feeds
@@ -57,6 +59,7 @@ class Scenario:
     account_events: list[AccountEvent]
     calm_accounts: list[str]
     malformed_ticks: list[bytes]
+    malformed_account_events: list[tuple[str, bytes]]
 
 
 def calm_accounts(prices: dict[str, float], chains: Sequence[str]) -> list[BookAccount]:
@@ -92,6 +95,17 @@ def malformed_ticks(start_ms: int) -> list[bytes]:
     return [b"this is not avro", encode(unknown_feed), encode(negative)]
 
 
+def malformed_account_events(start_ms: int) -> list[tuple[str, bytes]]:
+    """(account id, payload) pairs the pipeline must dead-letter: bytes that are not Avro
+    (refused by the sequencer) and a position with a NaN quantity (refused by the risk
+    engine)."""
+    instrument = Instrument("ETH-PERP", InstrumentKind.PERP, "ETH", "arbitrum")
+    nan_position = AccountEvent("bad-1", "broken-account", start_ms,
+                                PositionChanged(Position("p", instrument, math.nan, 3000.0)))
+    return [("broken-account", b"\x00\x01 not an account event"),
+            ("broken-account", encode(nan_position))]
+
+
 def bundled_scenario(accounts: int = 400, seed: int = 7, duration_s: int = 300,
                      feeds_file: Path | None = None,
                      chains: Sequence[str] = ("ethereum", "arbitrum", "solana")) -> Scenario:
@@ -112,4 +126,5 @@ def bundled_scenario(accounts: int = 400, seed: int = 7, duration_s: int = 300,
         start_ms=START_MS, paths=paths, observations=observations,
         account_events=account_events([*book, *calm], START_MS),
         calm_accounts=[a.account_id for a in calm], malformed_ticks=malformed_ticks(START_MS),
+        malformed_account_events=malformed_account_events(START_MS),
     )
