@@ -26,8 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check streams tests bench
 
 bench: $(STAMP)  ## benchmarks: print figures and RESULT lines
-	$(BIN)/aps bench risk
-	$(BIN)/aps bench oracle
+	APS=$(BIN)/aps bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) .aps
