@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import InfraError
 from streams.infra.ports import free_port, wait_for_port
+from streams.infra.processes import die_with_parent
 from streams.topics import TopicSpec
 
 
@@ -53,6 +54,7 @@ class EmbeddedBroker:
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         wait_for_port("127.0.0.1", self.port, timeout, "Tansu broker")
         admin = AdminClient({"bootstrap.servers": self.bootstrap})

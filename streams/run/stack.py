@@ -21,6 +21,7 @@ from streams.config import Settings
 from streams.errors import InfraError
 from streams.infra.broker import EmbeddedBroker, create_topics
 from streams.infra.ports import free_port
+from streams.infra.processes import die_with_parent
 from streams.topics import topic_specs
 
 
@@ -92,7 +93,7 @@ class Stack:
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen([sys.executable, "-m", "streams", *args], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent)
         log.close()
         self.children.append(Child(name, proc, log_path))
 

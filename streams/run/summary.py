@@ -61,4 +61,5 @@ def print_summary(report: RunReport, console: Console) -> None:
     console.print(f"finished in {report.elapsed_s:.0f}s. Query the history with:\n"
                   "  aps history commands --limit 5\n"
                   "  aps history accounts --limit 10\n"
-                  "  aps history sql \"SELECT reason, count() FROM commands FINAL GROUP BY reason\"")
+                  "  aps history sql "
+                  "\"SELECT reason, count() FROM commands FINAL GROUP BY reason\"")
