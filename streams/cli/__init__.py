@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import archive, bench, greeks, history, oracle, pipeline, simulate
+from streams.cli import archive, bench, greeks, history, oracle, pipeline, scenario, simulate
 
 app = typer.Typer(
     name="aps",
@@ -14,7 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (pipeline, greeks, simulate, oracle, history, archive, bench):
+for module in (pipeline, scenario, greeks, simulate, oracle, history, archive, bench):
     module.register(app)
 
 

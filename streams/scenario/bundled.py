@@ -62,6 +62,12 @@ class Scenario:
     malformed_account_events: list[tuple[str, bytes]]
 
 
+def crash_window(duration_s: int) -> tuple[int, int]:
+    """(start, length) of the crash in seconds: two minutes in (a third of a shorter run),
+    lasting ninety seconds (at most a third of the run)."""
+    return min(120, duration_s // 3), min(90, duration_s // 3)
+
+
 def calm_accounts(prices: dict[str, float], chains: Sequence[str]) -> list[BookAccount]:
     """Accounts holding a small long perp against ample collateral (0.2x leverage): even a
     30% fall keeps their margin ratio far above every ladder step, and they have no delta
@@ -113,9 +119,9 @@ def bundled_scenario(accounts: int = 400, seed: int = 7, duration_s: int = 300,
     from streams.config import Settings
 
     feeds = load_feeds(feeds_file or Settings().feeds_file)
-    crash_start = min(120, duration_s // 3)
+    crash_start, crash_len = crash_window(duration_s)
     paths = crash_paths(START_MS, duration_s, seed=seed, crash_start_s=crash_start,
-                        crash_len_s=min(90, duration_s // 3))
+                        crash_len_s=crash_len)
     spike = Spike(SPIKE_CHAIN, START_MS + (crash_start // 2) * 1000,
                   START_MS + (crash_start // 2 + 60) * 1000, 1.30, OracleSource.PYTH, SPIKE_ASSET)
     observations = observations_from_paths(paths, feeds, seed, faults=[spike])
