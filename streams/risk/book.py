@@ -7,6 +7,11 @@ Three tables, all plain arrays indexed by integers:
   maintenance, initial, stress and adverse-edge losses);
 - accounts: collateral, confidence multiplier k, and the totals (equity, margin, ratio).
 
+Each row also carries the quantity its account's commands in flight will add (`flight`, set
+by the engine); `Book.project` values a set of accounts with those quantities included, the
+way the policy's projection sees them, so the engine can screen accounts with commands in
+flight without running the policy on each of them.
+
 A price update of asset A revalues the rows of A in one pass: each distinct option once
 (streams.risk.stress), quantities summed per group with `bincount` and one sparse product,
 the margin of every group of A at once (streams.risk.margin), then the account totals.
@@ -58,6 +63,30 @@ class Quote:
     event_time: int
 
 
+@dataclass(frozen=True, slots=True)
+class Projected:
+    """Figures of some accounts with their commands in flight counted (`Book.project`).
+
+    Per account (in the order given): `ratio`, the margin ratio, and `unsure`, True where the
+    figures cannot be trusted (a position on an asset without a current valuation). Per
+    group of those accounts: `groups` (book group ids), `owner` (position of the group's
+    account in the input), `asset`, and the group's delta, gamma, gross option quantity
+    (`option_abs`), vega-weighted gross quantity (`vega_abs`) and vega-and-volatility
+    weighted gross quantity (`vega_vol`).
+    """
+
+    ratio: FloatArray
+    unsure: BoolArray
+    groups: IntArray
+    owner: IntArray
+    asset: IntArray
+    delta: FloatArray
+    gamma: FloatArray
+    option_abs: FloatArray
+    vega_abs: FloatArray
+    vega_vol: FloatArray
+
+
 class Columns:
     """Named numpy columns that grow by doubling."""
 
@@ -77,6 +106,17 @@ class Columns:
                 self.cols[name] = grown
         self.size += 1
         return self.size - 1
+
+    def extend_to(self, size: int) -> None:
+        """Zeroed entries up to `size` (no change if there are that many already)."""
+        capacity = len(next(iter(self.cols.values())))
+        if size > capacity:
+            capacity = max(size, 2 * capacity)
+            for name, col in self.cols.items():
+                grown = np.zeros(capacity, dtype=col.dtype)
+                grown[: self.size] = col[: self.size]
+                self.cols[name] = grown
+        self.size = max(self.size, size)
 
     def keep(self, index: IntArray) -> None:
         """Keep only the entries `index` (in that order)."""
@@ -119,7 +159,7 @@ class Book:
             "account": np.int64, "group": np.int64, "asset": np.int64, "active": np.bool_,
             "option": np.bool_, "call": np.bool_, "b76": np.bool_, "strike": np.float64,
             "expiry": np.int64, "vol": np.float64, "q": np.float64, "entry": np.float64,
-            "base": np.float64, "unit": np.int64,
+            "base": np.float64, "unit": np.int64, "flight": np.float64,
         })
         self.groups = Columns({
             "account": np.int64, "asset": np.int64, "value": np.float64,
@@ -420,6 +460,83 @@ class Book:
             self._totals = (perm, starts.astype(np.int64), sorted_accounts[starts])
         return self._totals
 
+    # --- projection --------------------------------------------------------------------------
+
+    def project(self, accounts: IntArray, extra_equity: FloatArray) -> Projected:
+        """Margin ratio and per-group Greeks of `accounts` with the rows' `flight` added to
+        their quantities and `extra_equity` (top-ups in flight) to their equity.
+
+        The same model as `revalue` on the latest valuation of every asset (the per-unit
+        option table of its last price update), summed in another order: figures agree
+        with the policy's projection up to rounding, which is what a screen needs.
+        """
+        r = self.rows
+        n_acc = len(accounts)
+        position = np.full(self.accounts.size, -1, dtype=np.int64)
+        position[accounts] = np.arange(n_acc)
+        size = r.size
+        rows = np.flatnonzero(r["active"][:size] & (position[r["account"][:size]] >= 0))
+        assets = r["asset"][rows]
+        valued = np.array([not c.stale and c.quote is not None for c in self.caches] or [True])
+        unsure = np.zeros(n_acc, dtype=bool)
+        unsure[position[r["account"][rows[~valued[assets]]]]] = True
+        rows = rows[valued[assets]]
+        assets = assets[valued[assets]]
+        groups, local = np.unique(r["group"][rows], return_inverse=True)
+        local = local.reshape(-1)
+        n_groups = len(groups)
+        q = r["q"][rows] + r["flight"][rows]
+        absq = np.abs(q)
+        is_opt = r["option"][rows]
+        width = unit_columns(self.grid)
+        units = np.zeros((int(is_opt.sum()), width))
+        opt_rows, opt_assets = rows[is_opt], assets[is_opt]
+        for code in np.unique(opt_assets):
+            mine = opt_assets == code
+            units[mine] = self.caches[int(code)].units[r["unit"][opt_rows[mine]]]
+        opt_local = local[is_opt]
+        opt_q = q[is_opt]
+        vol = r["vol"][opt_rows]
+        # per-group sums of q x unit (every column) and |q| x vega (x vol), one bincount each
+        option_sums = _sum_by(opt_local, opt_q[:, None] * units, n_groups)
+        gross_vega = np.abs(opt_q) * units[:, VEGA]
+        vega_sums = _sum_by(opt_local, np.column_stack([gross_vega, gross_vega * vol]),
+                            n_groups)
+
+        def per_group(weights: FloatArray) -> FloatArray:
+            return np.bincount(local, weights, minlength=n_groups)
+
+        lin = ~is_opt
+        linear_net = per_group(np.where(lin, q, 0.0))
+        g_asset = self.groups["asset"][groups]
+        g_account = self.groups["account"][groups]
+        quotes = [c.quote or Quote(0.0, 0.0, 0) for c in self.caches]
+        spot = np.array([quote.price for quote in quotes] or [0.0])[g_asset]
+        conf = np.array([quote.confidence for quote in quotes] or [0.0])[g_asset]
+
+        def rate(name: str) -> FloatArray:
+            return np.array([getattr(p, name) for p in self.margin_params] or [0.0])[g_asset]
+
+        risk = group_margin(
+            spot=spot, kc=self.accounts["k"][g_account] * conf,
+            option_pnl=option_sums[:, FIRST_SCENARIO:], option_delta=option_sums[:, DELTA],
+            linear_net=linear_net, linear_gross=per_group(np.where(lin, absq, 0.0)),
+            short_options=per_group(np.where(is_opt & (q < 0), absq, 0.0)),
+            linear_mm_rate=rate("linear_mm_rate"), linear_im_rate=rate("linear_im_rate"),
+            option_floor_rate=rate("option_floor_rate"),
+            option_im_factor=rate("option_im_factor"), grid=self.grid,
+        )
+        owner = position[g_account]
+        edge = np.bincount(owner, risk.edge_loss, minlength=n_acc)
+        maintenance = np.bincount(owner, risk.maintenance, minlength=n_acc)
+        equity = self.accounts["equity"][accounts] + extra_equity - edge
+        return Projected(
+            ratio=margin_ratio(equity, maintenance), unsure=unsure, groups=groups,
+            owner=owner, asset=g_asset, delta=option_sums[:, DELTA] + linear_net,
+            gamma=option_sums[:, GAMMA], option_abs=per_group(np.where(is_opt, absq, 0.0)),
+            vega_abs=vega_sums[:, 0], vega_vol=vega_sums[:, 1],
+        )
+
     # --- reading -----------------------------------------------------------------------------
 
     def account_groups_sorted(self, account: int) -> list[int]:
@@ -438,3 +555,9 @@ class Book:
         """Rows of an account in row order."""
         return self.account_rows[account]
 
+
+def _sum_by(index: IntArray, values: FloatArray, n: int) -> FloatArray:
+    """Row sums of `values` (2-D) by `index` into `n` rows."""
+    width = values.shape[1]
+    flat = (index[:, None] * width + np.arange(width)).reshape(-1)
+    return np.bincount(flat, values.reshape(-1), minlength=n * width).reshape(n, width)

@@ -9,7 +9,14 @@ The Faust risk agent, the replay tool and `aps simulate` all drive this same cla
   evaluated on the next price update of an asset it holds.
 - A consensus price revalues every account exposed to the asset in one vectorized pass,
   screens all of them with array comparisons, and runs the policy (streams.risk.policy)
-  only on the accounts that may need a command, in account-id order.
+  only on the accounts that may need a command, in account-id order. The screen has two
+  stages: the first finds the accounts a rule may want to act on (figures outside a
+  threshold, or commands in flight); the second values those again with their commands in
+  flight counted, the way the policy's projection does, and keeps only the accounts where
+  some rule could actually act now: not held back by its cooldown or the rate limit (a
+  severe breach is never held back), and not a top-up step with no reserve left. It keeps
+  an account the policy refuses once, the first time the account finds a rule blocked
+  after its state last changed, so that the refusal is recorded.
 - Duplicates are dropped: account inputs by (origin topic:partition, offset) per account,
   prices by per-asset sequence.
 
@@ -35,6 +42,7 @@ from streams.domain import (
     ConsensusPrice,
     ExecutionReport,
     Exposure,
+    LadderAction,
     MarketState,
     PendingCommand,
     Position,
@@ -58,8 +66,8 @@ from streams.risk.account import (
     validate_event,
     validate_report,
 )
-from streams.risk.book import Book, Columns, IntArray, Quote
-from streams.risk.margin import RATIO_CAP, MarginParams, StressGrid
+from streams.risk.book import Book, BoolArray, Columns, IntArray, Projected, Quote
+from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid
 from streams.risk.policy import (
     AccountView,
     Holding,
@@ -74,6 +82,17 @@ from streams.risk.volatility import log_return, realized_vol
 # a screening test is loosened by this much so that sums taken in another order can never
 # hide an account the policy would act on
 _SLACK = 1e-9
+# the same for the second stage, whose figures are summed in yet another order
+_PROJECTION_SLACK = 1e-7
+# event times before and after any real one (a label that never fired; a budget that
+# never frees)
+_PAST = -(2**62)
+_NEVER = 2**62
+# a rule of one group blocked by its cooldown or the rate limit (refusal bookkeeping)
+_DELTA_COOLING, _DELTA_RATE, _VOL_COOLING, _VOL_RATE, _GAMMA_COOLING, _GAMMA_RATE = (
+    1 << bit for bit in range(6))
+# ladder steps beyond this many cannot have a refusal bit of their own: always evaluated
+_MAX_STEP_BITS = 62
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,7 +143,11 @@ class Figures:
 
 @dataclass
 class _Counters:
-    """What the engine did, for metrics."""
+    """What the engine did, for metrics.
+
+    `evaluations` counts runs of the policy; `screened_out` the accounts the first stage
+    of the screen let through and the second proved could not act.
+    """
 
     prices: int = 0
     duplicates: int = 0
@@ -134,6 +157,7 @@ class _Counters:
     evaluations: int = 0
     commands: int = 0
     expired: int = 0
+    screened_out: int = 0
     refusals_dropped: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -162,6 +186,18 @@ class PartitionEngine:
             "min_scale": np.float64, "max_gamma": np.float64, "vol_window": np.int64,
             "pending": np.int64, "min_ratio": np.float64, "persisted_min": np.float64,
             "breached": np.bool_, "valued": np.bool_,
+            # second stage of the screen (see _refresh_guard)
+            "has_rules": np.bool_, "ladder_bottom": np.float64, "delta_hard": np.float64,
+            "top_up": np.float64, "no_reserve": np.bool_, "phantom": np.bool_,
+            "rate_free_at": np.int64, "refused": np.int64, "guard_stale": np.bool_,
+            "projected_ratio": np.float64, "projected_unsure": np.bool_,
+            "projected_fresh": np.bool_, "marked_dirty": np.bool_,
+        })
+        self._ladder_steps: dict[str, tuple[list[float], list[bool]]] = {}
+        self._ladders = _Ladders()
+        self._group_guard = Columns({
+            "delta_cool": np.int64, "vol_cool": np.int64, "gamma_cool": np.int64,
+            "refused": np.int64,
         })
         if market is not None:
             self._watermark = market.watermark
@@ -193,6 +229,7 @@ class PartitionEngine:
         """States changed since the last call, sorted by account id."""
         ids = sorted(self._dirty)
         self._dirty.clear()
+        self._rules["marked_dirty"][: len(self._records)] = False
         out = []
         for account_id in ids:
             index = self._index[account_id]
@@ -271,6 +308,9 @@ class PartitionEngine:
         row = self._rules.append()
         assert row == index
         self._rules["ladder_top"][index] = -math.inf
+        self._rules["ladder_bottom"][index] = -math.inf
+        self._rules["rate_free_at"][index] = _PAST
+        self._ladders.ensure(index, 1)
         self._rules["min_ratio"][index] = RATIO_CAP
         self._rules["persisted_min"][index] = RATIO_CAP
         return record, index
@@ -366,17 +406,22 @@ class PartitionEngine:
         if change.removed:
             book.maybe_compact()
         self._changed.add(index)
+        self._rules["guard_stale"][index] = True
 
     def _set_rules(self, index: int, rules: ScalingRules | None) -> None:
         cols = self._rules
         ladder = rules.margin_ladder if rules else None
         band = rules.delta_band if rules else None
         vol = rules.vol_scaling if rules else None
+        cols["has_rules"][index] = rules is not None
         cols["ladder_top"][index] = max(s.margin_ratio for s in ladder.steps) if ladder \
+            else -math.inf
+        cols["ladder_bottom"][index] = min(s.margin_ratio for s in ladder.steps) if ladder \
             else -math.inf
         cols["has_delta"][index] = band is not None
         cols["delta_target"][index] = band.target if band else 0.0
         cols["delta_threshold"][index] = band.band * (1 + band.hysteresis) if band else 0.0
+        cols["delta_hard"][index] = band.hard_limit if band else 0.0
         cols["has_vol"][index] = vol is not None
         cols["vol_target"][index] = vol.vol_target if vol else 0.0
         cols["min_scale"][index] = vol.min_scale if vol else 1.0
@@ -403,6 +448,7 @@ class PartitionEngine:
                 continue
             release_cooldown(record, pending)
             self._count_pending(index)
+            self._rules["guard_stale"][index] = True
             self._dirty.add(account_id)
             self.counters.expired += 1
 
@@ -426,6 +472,9 @@ class PartitionEngine:
         touched = self.book.caches[asset].accounts
         self._track_ratios(revalued)
         candidates = self._screen(asset, touched)
+        # the policy's clock is the event time of the asset's trusted quote (a HALTED price
+        # keeps the last one)
+        candidates = self._refine(candidates, asset, entry.event_time)
         return self._evaluate(candidates, price.asset, price.event_time)
 
     def _next_market(self, previous: AssetMarket | None, price: ConsensusPrice) -> AssetMarket:
@@ -486,6 +535,7 @@ class PartitionEngine:
         cols = self._rules
         ratio = self.book.accounts["ratio"][accounts]
         cols["valued"][accounts] = True
+        cols["projected_fresh"][accounts] = False
         lowest = np.minimum(cols["min_ratio"][accounts], ratio)
         breach = ratio < 1.0
         step = 1.0 - self.config.persist_ratio_step
@@ -494,7 +544,9 @@ class PartitionEngine:
             breach & ~cols["breached"][accounts])
         cols["min_ratio"][accounts] = lowest
         cols["breached"][accounts] |= breach
-        for index in accounts[moved]:
+        fresh = accounts[moved & ~cols["marked_dirty"][accounts]]
+        cols["marked_dirty"][fresh] = True
+        for index in fresh:
             self._dirty.add(self._records[int(index)].account_id)
 
     def _screen(self, asset: int, touched: IntArray) -> list[int]:
@@ -513,9 +565,10 @@ class PartitionEngine:
         if with_vol.any():
             parts.append(self._screen_vol(asset, groups[with_vol], owners[with_vol]))
         parts.append(np.flatnonzero(cols["pending"][: len(self._records)] > 0))
-        candidates = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        keep = [int(i) for i in candidates if self._records[int(i)].rules is not None]
-        return sorted(keep, key=lambda i: self._records[i].account_id)
+        candidates = np.unique(np.concatenate(parts))
+        keep = candidates[cols["has_rules"][candidates]].tolist()
+        records = self._records
+        return sorted(keep, key=lambda i: records[i].account_id)
 
     def _screen_vol(self, asset: int, groups: IntArray, owners: IntArray) -> IntArray:
         cols = self._rules
@@ -545,6 +598,215 @@ class PartitionEngine:
             return None
         return realized_vol(entry.returns, entry.return_intervals_ms, window,
                             self.config.policy.min_vol_observations)
+
+    # --- second stage of the screen ----------------------------------------------------------
+
+    def _refresh_guard(self, index: int) -> None:
+        """Recompute what the second stage of the screen knows about an account whose
+        state changed (done when it is next screened): quantities and top-ups in flight,
+        cooldown ends of its rule labels, when its rate budget frees, and whether it has
+        reserve left to top up from.
+
+        Also forgets which blocked rules it was refused for: after a change, a blocked rule
+        is recorded again (the first time it is blocked).
+        """
+        record = self._records[index]
+        cols = self._rules
+        cols["guard_stale"][index] = False
+        cols["projected_fresh"][index] = False
+        in_flight: dict[str, float] = {}
+        top_ups: dict[str, float] = {}
+        phantom = False
+        for pending in record.pending.values():
+            pid = pending.position_id
+            if pid is not None:
+                in_flight[pid] = in_flight.get(pid, 0.0) + pending.quantity
+                phantom = phantom or pid not in record.positions
+            elif pending.amount > 0:
+                top_ups[pending.chain] = top_ups.get(pending.chain, 0.0) + pending.amount
+        book = self.book
+        flight = book.rows["flight"]
+        for row in book.active_rows(index):
+            flight[row] = in_flight.get(book.row_ids[row], 0.0)
+        cols["phantom"][index] = phantom
+        cols["top_up"][index] = math.fsum(top_ups.values())
+        cols["no_reserve"][index] = all(c.reserve - top_ups.get(chain, 0.0) <= 0
+                                        for chain, c in record.collateral.items())
+        cols["refused"][index] = 0
+        rules = record.rules
+        if rules is None:
+            self._ladders.set(index, [], [], [])
+            return
+        limits = rules.limits
+        last = record.last_fired
+
+        def cooling_until(label: str) -> int:
+            fired = last.get(label)
+            return _PAST if fired is None else fired + limits.cooldown_ms
+
+        guard = self._group_guard
+        guard.extend_to(book.groups.size)
+        for group in book.account_groups[index]:
+            name = book.asset_names[int(book.groups["asset"][group])]
+            guard["delta_cool"][group] = cooling_until(f"delta_band:{name}")
+            guard["vol_cool"][group] = cooling_until(f"vol_scaling:{name}")
+            guard["gamma_cool"][group] = cooling_until(f"gamma_bound:{name}")
+            guard["refused"][group] = 0
+        ratios, top_ups_at = self._steps(record.rules_hash, rules)
+        self._ladders.set(index, ratios, top_ups_at,
+                          [cooling_until(f"margin_ladder[{i}]") for i in range(len(ratios))])
+        cols["rate_free_at"][index] = _rate_free_at(record.recent_commands,
+                                                    limits.max_commands, limits.rate_window_ms)
+
+    def _steps(self, rules_hash: str, rules: ScalingRules) -> tuple[list[float], list[bool]]:
+        """Ladder step ratios and top-up flags in the policy's order (highest ratio first,
+        stable: the order of the labels `margin_ladder[i]`)."""
+        cached = self._ladder_steps.get(rules_hash)
+        if cached is None:
+            ladder = rules.margin_ladder
+            steps = sorted(ladder.steps, key=lambda s: -s.margin_ratio) if ladder else []
+            cached = ([s.margin_ratio for s in steps],
+                      [s.action is LadderAction.TOP_UP for s in steps])
+            self._ladder_steps[rules_hash] = cached
+        return cached
+
+    def _refine(self, candidates: list[int], asset: int, now: int) -> list[int]:
+        """Of the first stage's candidates (in order), those that may emit a command at
+        event time `now`, plus those meeting a blocked rule for the first time.
+
+        Why leaving the others out changes no decision: an evaluation that emits no
+        command changes nothing but the refusal log. The policy plans on its projection
+        (quantities and top-ups in flight included), which `Book.project` reproduces up to
+        rounding, and every comparison here is loosened so that rounding can only keep an
+        account. The margin ladder plans nothing when no step is breached, when the deepest
+        breached step is cooling down and the breach is not severe (checked before any
+        plan), or when that step is a top-up with no reserve left; then the delta band,
+        volatility scaling and gamma bound see the projection unchanged, and each plans
+        nothing unless it wants to and is not cooling down; a non-severe plan is dropped
+        when the rate budget is spent. `now` is the policy's clock (the trigger quote's
+        event time).
+        """
+        if not candidates:
+            return candidates
+        accounts = np.array(candidates, dtype=np.int64)
+        cols = self._rules
+        for index in accounts[cols["guard_stale"][accounts]]:
+            self._refresh_guard(int(index))
+        # accounts whose figures did not move since they were last projected (they hold
+        # no asset revalued since, and their state is the same) keep their projected ratio
+        todo = np.flatnonzero(~cols["projected_fresh"][accounts])
+        projected = self.book.project(accounts[todo], cols["top_up"][accounts[todo]])
+        fresh = accounts[todo]
+        cols["projected_ratio"][fresh] = projected.ratio
+        cols["projected_unsure"][fresh] = projected.unsure
+        cols["projected_fresh"][fresh] = True
+        go, margin_bits = self._margin_screen(accounts, cols["projected_ratio"][accounts], now)
+        go |= cols["phantom"][accounts] | cols["projected_unsure"][accounts]
+        # every account holding the updated asset was revalued, hence projected just now
+        mine = projected.asset == asset
+        owner = todo[projected.owner[mine]]
+        groups = projected.groups[mine]
+        group_go, group_bits = self._rule_screen(accounts[owner], groups, projected, mine, now)
+        go[owner[group_go]] = True
+        # a blocked rule not refused since the account last changed: evaluate it once
+        refused = cols["refused"][accounts]
+        go |= (margin_bits & ~refused) != 0
+        cols["refused"][accounts] = refused | margin_bits
+        guard = self._group_guard["refused"]
+        go[owner[(group_bits & ~guard[groups]) != 0]] = True
+        guard[groups] |= group_bits
+        self.counters.screened_out += len(candidates) - int(go.sum())
+        return [candidates[i] for i in np.flatnonzero(go)]
+
+    def _margin_screen(self, accounts: IntArray, ratio: FloatArray,
+                       now: int) -> tuple[BoolArray, IntArray]:
+        """Accounts whose margin ladder may act (and the bit of the step blocked by its
+        cooldown), from their projected margin ratios.
+
+        The ladder acts when the ratio is below a step, unless the deepest breached step is
+        cooling down and the breach is not severe (below the last step), or that step is a
+        top-up and there is no reserve left. A ratio within rounding of a step could be on
+        either side: such an account is always kept.
+        """
+        steps = self._ladders.ratio[accounts]
+        valid = np.isfinite(steps)
+        r = ratio[:, None]
+        near = (valid & (np.abs(r - steps)
+                         <= _PROJECTION_SLACK * np.maximum(np.abs(steps), np.abs(r)))).any(axis=1)
+        breached = (valid & (r < steps)).sum(axis=1)
+        wants = breached > 0
+        deepest = np.maximum(breached - 1, 0)
+        cooling = now < self._ladders.cool_until[accounts, deepest]
+        empty_top_up = self._ladders.top_up[accounts, deepest] & self._rules["no_reserve"][accounts]
+        severe = ratio < self._rules["ladder_bottom"][accounts]
+        many = deepest >= _MAX_STEP_BITS
+        go = near | many | (wants & ~empty_top_up & (severe | ~cooling))
+        blocked = wants & ~near & ~many & ~severe & cooling
+        bits = np.where(blocked, np.left_shift(1, np.minimum(deepest, _MAX_STEP_BITS)), 0)
+        return go, bits.astype(np.int64)
+
+    def _rule_screen(self, accounts: IntArray, groups: IntArray, projected: Projected,
+                     mine: BoolArray, now: int) -> tuple[BoolArray, IntArray]:
+        """Groups of the updated asset where the delta band, volatility scaling or gamma
+        bound may act (and the bits of the rules held back), from projected figures.
+
+        A rule acts when it wants to and neither its cooldown nor the rate budget holds it
+        back; a severe delta drift (beyond the hard limit) is never held back. When the
+        margin ladder does not act it changes nothing these rules see.
+        """
+        cols = self._rules
+        guard = self._group_guard
+        tol = _PROJECTION_SLACK
+        budget = now >= cols["rate_free_at"][accounts]
+
+        def held(wants: BoolArray, cooling: BoolArray, cool_bit: int,
+                 rate_bit: int) -> IntArray:
+            return (np.where(wants & cooling, cool_bit, 0)
+                    | np.where(wants & ~cooling & ~budget, rate_bit, 0))
+
+        drift = np.abs(projected.delta[mine] - cols["delta_target"][accounts])
+        delta_wants = cols["has_delta"][accounts] & (
+            drift > cols["delta_threshold"][accounts] * (1 - tol))
+        severe = drift > cols["delta_hard"][accounts] * (1 - tol)
+        delta_cooling = now < guard["delta_cool"][groups]
+        go = delta_wants & (severe | (~delta_cooling & budget))
+        bits = held(delta_wants & ~severe, delta_cooling, _DELTA_COOLING, _DELTA_RATE)
+
+        has_vol = cols["has_vol"][accounts]
+        vol_wants = has_vol & self._vol_off(accounts, groups, projected, mine)
+        vol_cooling = now < guard["vol_cool"][groups]
+        gamma_wants = has_vol & (np.abs(projected.gamma[mine])
+                                 > cols["max_gamma"][accounts] * (1 - tol))
+        gamma_cooling = now < guard["gamma_cool"][groups]
+        go |= (vol_wants & ~vol_cooling & budget) | (gamma_wants & ~gamma_cooling & budget)
+        bits |= held(vol_wants, vol_cooling, _VOL_COOLING, _VOL_RATE)
+        bits |= held(gamma_wants, gamma_cooling, _GAMMA_COOLING, _GAMMA_RATE)
+        return go, bits.astype(np.int64)
+
+    def _vol_off(self, accounts: IntArray, groups: IntArray, projected: Projected,
+                 mine: BoolArray) -> BoolArray:
+        """Groups whose option book is off the volatility target by more than the
+        tolerance (either way), on projected quantities (loosely: a superset)."""
+        cols = self._rules
+        base = self.book.groups["option_base"][groups]
+        vega = projected.vega_abs[mine]
+        implied = np.where(vega > 0, projected.vega_vol[mine] / np.where(vega > 0, vega, 1.0),
+                           0.0)
+        realized = np.zeros(len(groups))
+        windows = cols["vol_window"][accounts]
+        name = self.book.asset_names[int(projected.asset[mine][0])] if len(groups) else ""
+        with_vol = cols["has_vol"][accounts]
+        for window in np.unique(windows[with_vol]):
+            rv = self._realized(name, int(window))
+            realized[with_vol & (windows == window)] = rv if rv is not None else 0.0
+        vol = np.maximum(implied, realized)
+        target = cols["vol_target"][accounts]
+        wanted = np.clip(target / np.where(vol > 0, vol, 1.0), cols["min_scale"][accounts], 1.0)
+        scale = projected.option_abs[mine] / np.where(base > 0, base, 1.0)
+        tolerance = self.config.policy.vol_scale_tolerance
+        loose = tolerance * (1 - _PROJECTION_SLACK)
+        calm = target * (1 + _PROJECTION_SLACK) >= vol * (1.0 + tolerance)
+        return (base > 0) & ((scale - wanted > loose) | (calm & (scale < 1.0 - loose)))
 
     # --- policy ----------------------------------------------------------------------------
 
@@ -634,6 +896,7 @@ class PartitionEngine:
         window = record.rules.limits.rate_window_ms if record.rules else 0
         record.recent_commands = [t for t in record.recent_commands if now - t < window] \
             + [now] * len(commands)
+        self._rules["guard_stale"][index] = True
         self._dirty.add(record.account_id)
         self.counters.commands += len(commands)
         for command in commands:
@@ -674,6 +937,57 @@ class PartitionEngine:
             initial_margin=float(a["im"][index]), maintenance_margin=float(a["mm"][index]),
             margin_ratio=float(a["ratio"][index]), stress_loss=float(a["stress"][index]),
             exposures=exposures)
+
+
+class _Ladders:
+    """Every account's ladder steps in the policy's order (highest ratio first), padded to
+    one width: ratio (-inf where there is no step), whether the step tops up, and the event
+    time until which its label cools down."""
+
+    def __init__(self) -> None:
+        self.ratio = np.full((64, 1), -math.inf)
+        self.top_up = np.zeros((64, 1), dtype=bool)
+        self.cool_until = np.full((64, 1), _PAST, dtype=np.int64)
+
+    def ensure(self, index: int, width: int) -> None:
+        """Room for account `index` with `width` steps."""
+        rows, cols = self.ratio.shape
+        if index < rows and width <= cols:
+            return
+        rows = max(rows, 1)
+        while rows <= index:
+            rows *= 2
+        cols = max(cols, width)
+        ratio = np.full((rows, cols), -math.inf)
+        top_up = np.zeros((rows, cols), dtype=bool)
+        cool_until = np.full((rows, cols), _PAST, dtype=np.int64)
+        old_rows, old_cols = self.ratio.shape
+        ratio[:old_rows, :old_cols] = self.ratio
+        top_up[:old_rows, :old_cols] = self.top_up
+        cool_until[:old_rows, :old_cols] = self.cool_until
+        self.ratio, self.top_up, self.cool_until = ratio, top_up, cool_until
+
+    def set(self, index: int, ratios: list[float], top_ups: list[bool],
+            cool_until: list[int]) -> None:
+        """The steps of account `index`."""
+        self.ensure(index, len(ratios))
+        n = len(ratios)
+        self.ratio[index] = -math.inf
+        self.ratio[index, :n] = ratios
+        self.top_up[index] = False
+        self.top_up[index, :n] = top_ups
+        self.cool_until[index] = _PAST
+        self.cool_until[index, :n] = cool_until
+
+
+def _rate_free_at(times: list[int], max_commands: int, window_ms: int) -> int:
+    """First event time at which fewer than `max_commands` of `times` lie within the rate
+    window (the policy counts t with now - t < window_ms)."""
+    if max_commands <= 0:
+        return _NEVER
+    if len(times) < max_commands:
+        return _PAST
+    return sorted(times)[len(times) - max_commands] + window_ms
 
 
 def _validate_price(price: ConsensusPrice) -> None:

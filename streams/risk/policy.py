@@ -176,8 +176,18 @@ class ProjectedRisk:
     maintenance: float
     ratio: float
     stress_loss: float
-    delta: FloatArray
-    gamma: FloatArray
+    delta: Sequence[float]
+    gamma: Sequence[float]
+
+
+def _maximum(a: float, b: float) -> float:
+    """np.maximum of two finite floats, including which zero it returns on a tie (b)."""
+    return a if a > b else b
+
+
+def _minimum(a: float, b: float) -> float:
+    """np.minimum of two finite floats, including which zero it returns on a tie (b)."""
+    return a if a < b else b
 
 
 class Projection:
@@ -185,12 +195,33 @@ class Projection:
 
     The same functions as the book (streams.risk.margin), on a handful of rows, so the
     policy can try cuts before sending them.
+
+    `risk_arrays` is the model in numpy (any number of underlyings). An account on one
+    underlying, the usual case, is computed by `risk` with Python floats instead: numpy's
+    per-call overhead dominates on one group of a few rows. That path performs the same
+    floating-point operations in the same order (element-wise products and sums started
+    from 0.0 in row order, like `np.add.at`/`np.bincount`/`sum`, and numpy's choice of
+    zero on min/max ties), so both give bit-identical figures
+    (tests/unit/risk/test_engine_fast.py checks it).
     """
 
     def __init__(self, holdings: Sequence[Holding], quotes: Mapping[str, QuoteView],
                  k: float, params: Callable[[str], MarginParams], grid: StressGrid) -> None:
         self.grid = grid
         self.assets = sorted({h.instrument.underlying for h in holdings})
+        self._holdings = holdings
+        self._spots = [quotes[a].price for a in self.assets]
+        self._kcs = [k * quotes[a].confidence for a in self.assets]
+        self._rates = [params(a) for a in self.assets]
+        self._one_group = len(self.assets) == 1
+        if self._one_group:
+            self._scalar_terms()
+        else:
+            self._array_terms()
+
+    def _array_terms(self) -> None:
+        """What `risk_arrays` needs, as arrays."""
+        holdings, grid = self._holdings, self.grid
         index = {a: i for i, a in enumerate(self.assets)}
         self.group = np.array([index[h.instrument.underlying] for h in holdings], dtype=np.intp)
         self.is_option = np.array([h.unit is not None for h in holdings], dtype=bool)
@@ -199,16 +230,72 @@ class Projection:
         for i, h in enumerate(holdings):
             if h.unit is not None:
                 self.units[i] = h.unit
-        self.spot = np.array([quotes[a].price for a in self.assets])
-        self.kc = np.array([k * quotes[a].confidence for a in self.assets])
-        rates = [params(a) for a in self.assets]
+        self.spot = np.array(self._spots)
+        self.kc = np.array(self._kcs)
+        rates = self._rates
         self.lin_mm = np.array([p.linear_mm_rate for p in rates])
         self.lin_im = np.array([p.linear_im_rate for p in rates])
         self.floor = np.array([p.option_floor_rate for p in rates])
         self.im_factor = np.array([p.option_im_factor for p in rates])
+        self._has_arrays = True
+
+    def _scalar_terms(self) -> None:
+        """What the one-underlying path needs, as Python floats."""
+        self._has_arrays = False
+        self._options = [(i, float(h.unit[DELTA]), float(h.unit[GAMMA]),
+                          h.unit[FIRST_SCENARIO:].tolist())
+                         for i, h in enumerate(self._holdings) if h.unit is not None]
+        self._linear = [i for i, h in enumerate(self._holdings) if h.unit is None]
+        spot, kc = self._spots[0], self._kcs[0]
+        # scenario_moves, element by element
+        self._moves = [spot * move + kc * edge for move, edge in
+                       zip(self.grid.moves.tolist(), self.grid.edges.tolist(), strict=True)]
+        self._edge_scenarios = self.grid.edge_scenarios.tolist()
+        self._spot = spot
+        self._kc = kc
+        self._lin_mm = self._rates[0].linear_mm_rate
+        self._floor = self._rates[0].option_floor_rate
 
     def risk(self, q: FloatArray, equity_mark: float) -> ProjectedRisk:
         """Adverse-edge equity, maintenance and ratio if the quantities were `q`."""
+        if self._one_group:
+            return self._risk_one_group(q.tolist(), equity_mark)
+        return self.risk_arrays(q, equity_mark)
+
+    def _risk_one_group(self, q: list[float], equity_mark: float) -> ProjectedRisk:
+        # the operations of risk_arrays + group_margin for one group, in the same order
+        # (terms that are exactly +0.0 are left out: adding them to a sum started from 0.0
+        # changes nothing, not even the sign of a zero)
+        pnl = [0.0] * len(self._moves)
+        opt_delta = gamma = short = 0.0
+        for i, unit_delta, unit_gamma, scenarios in self._options:
+            qi = q[i]
+            pnl = [p + qi * u for p, u in zip(pnl, scenarios, strict=True)]
+            opt_delta += qi * unit_delta
+            gamma += qi * unit_gamma
+            if qi < 0:
+                short += -qi
+        net = gross = 0.0
+        for i in self._linear:
+            net += q[i]
+            gross += abs(q[i])
+        moves = self._moves
+        hedge = _minimum(_maximum(net, _minimum(0.0, -opt_delta)), _maximum(0.0, -opt_delta))
+        option_loss = _maximum(0.0, -min([m * hedge + p for m, p in zip(moves, pnl,
+                                                                          strict=True)]))
+        work = [m * net + p for m, p in zip(moves, pnl, strict=True)]
+        stress = _maximum(0.0, -min(work))
+        edge = _maximum(0.0, -min([work[j] for j in self._edge_scenarios]))
+        option_mm = _maximum(self._floor * short * self._spot, option_loss)
+        maintenance = 0.0 + (self._lin_mm * (gross * (self._spot + self._kc)) + option_mm)
+        equity = equity_mark - (0.0 + edge)
+        return ProjectedRisk(equity, maintenance, scalar_ratio(equity, maintenance),
+                             0.0 + stress, (opt_delta + net,), (gamma,))
+
+    def risk_arrays(self, q: FloatArray, equity_mark: float) -> ProjectedRisk:
+        """`risk` computed with numpy arrays, for any number of underlyings."""
+        if not self._has_arrays:
+            self._array_terms()
         n = len(self.assets)
         opt_q = np.where(self.is_option, q, 0.0)
         lin_q = np.where(self.is_option, 0.0, q)
