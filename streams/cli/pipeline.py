@@ -40,8 +40,10 @@ def _sigterm_as_interrupt() -> None:
 
 def run(
     accounts: int = typer.Option(400, help="Accounts in the generated book."),
-    speed: float = typer.Option(12.0, help="Event time runs this many times faster than wall "
-                                "time (0 = as fast as possible)."),
+    speed: float = typer.Option(3.0, help="Event time runs this many times faster than wall "
+                                "time (0 = as fast as possible). Faster runs protect fewer "
+                                "accounts: commands and reports take wall time, which a "
+                                "faster market turns into more price movement."),
     duration: int = typer.Option(300, help="Seconds of event time in the market scenario."),
     seed: int = typer.Option(7, help="Seed of the price paths and the book."),
 ) -> None:

@@ -67,7 +67,7 @@ from streams.risk.account import (
     validate_report,
 )
 from streams.risk.book import Book, BoolArray, Columns, IntArray, Projected, Quote
-from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid
+from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid, margin_ratio
 from streams.risk.policy import (
     AccountView,
     Holding,
@@ -529,11 +529,14 @@ class PartitionEngine:
         return np.unique(np.concatenate(parts))
 
     def _track_ratios(self, accounts: IntArray) -> None:
-        """Lowest margin ratio and maintenance breaches; dirty accounts that moved enough."""
+        """Lowest margin ratio and maintenance breaches at the mark price (where a venue
+        liquidates; the policy itself acts on the adverse edge of the oracle band); dirty
+        accounts that moved enough."""
         if len(accounts) == 0:
             return
         cols = self._rules
-        ratio = self.book.accounts["ratio"][accounts]
+        book = self.book.accounts
+        ratio = margin_ratio(book["equity"][accounts], book["mm"][accounts])
         cols["valued"][accounts] = True
         cols["projected_fresh"][accounts] = False
         lowest = np.minimum(cols["min_ratio"][accounts], ratio)

@@ -57,7 +57,7 @@ class RunOptions:
     accounts: int = 400
     seed: int = 7
     duration_s: int = 300
-    speed: float = 12.0
+    speed: float = 3.0
     start_timeout_s: float = 180.0
     drain_timeout_s: float = 240.0
     quiet_s: float = 3.0
