@@ -88,13 +88,13 @@ class CommandExecutor:
         self.reports.send_soon(key=command.account_id.encode(), value=encode(report))
 
 
-def create_executor_app(settings: Settings, bootstrap: str, chain: str,
-                        web_port: int | None = None) -> faust.App:
-    """The Faust app of `chain`'s executor."""
+def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust.App:
+    """The Faust app of `chain`'s executor (web and /metrics on APS_WEB_PORT: give each
+    process on one host its own)."""
     if chain not in settings.chains:
         raise ConfigError(f"chain {chain!r} is not configured (APS_CHAINS: "
                           f"{','.join(settings.chains)})")
-    port = web_port or settings.web_port + 1 + settings.chains.index(chain)
+    port = settings.web_port
     app = new_app(executor_app_id(chain), settings, bootstrap, web_port=port,
                   datadir=settings.data_dir / f"executor-{chain}-{port}")
     counts = {spec.name: spec.partitions for spec in topic_specs(settings)}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import faust
 from faust.types import TopicT
+from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.config import Settings
@@ -40,8 +41,9 @@ def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
     )
 
     @app.page("/metrics")
-    async def metrics(self: object, request: object) -> faust.web.Response:  # type: ignore[name-defined]
-        return faust.web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    async def metrics(self: View, request: Request) -> Response:
+        # aiohttp refuses a charset inside content_type; the header carries the full type
+        return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
 

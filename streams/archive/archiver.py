@@ -28,6 +28,7 @@ from streams.archive.backends import ArchiveBackend, ArchiveError, open_archive
 from streams.archive.migrations import migrate
 from streams.archive.rows import CHANGELOG_SCHEMAS, KafkaMessage, TableSpec, archive_row
 from streams.config import Settings
+from streams.infra.broker import client_config
 from streams.topics import topic_specs
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ def subscription(topics: Iterable[str]) -> list[str]:
 
 def consumer_config(bootstrap: str, group_id: str = GROUP_ID) -> dict[str, Any]:
     """librdkafka settings of the archiver's consumer."""
-    return {
-        "bootstrap.servers": bootstrap,
+    return client_config(bootstrap, **{
         "group.id": group_id,
         "enable.auto.commit": False,  # committed after the insert, never before
         "auto.offset.reset": "earliest",
@@ -84,7 +84,7 @@ def consumer_config(bootstrap: str, group_id: str = GROUP_ID) -> dict[str, Any]:
         # librdkafka's default 45 s; 3 s with this)
         "session.timeout.ms": 6_000,
         "heartbeat.interval.ms": 2_000,
-    }
+    })
 
 
 class Archiver:

@@ -31,11 +31,14 @@ def _bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap
 
 
-def _sigterm_as_interrupt() -> None:
+def _signals_as_interrupt() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so cleanup always runs (SIGINT is
+    set explicitly: a shell starting a background job makes it ignored)."""
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def run(
@@ -52,7 +55,7 @@ def run(
     from streams.run.summary import print_summary
 
     settings = _settings()
-    _sigterm_as_interrupt()
+    _signals_as_interrupt()
     options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed)
     out = Console()
     try:
@@ -100,7 +103,7 @@ def broker(port: int = typer.Option(9092, help="Port to listen on (127.0.0.1).")
     from streams.topics import topic_specs
 
     settings = _settings()
-    _sigterm_as_interrupt()
+    _signals_as_interrupt()
     with EmbeddedBroker(port=port) as embedded:
         created = create_topics(embedded.bootstrap, topic_specs(settings))
         console.print(f"broker on {embedded.bootstrap}; created {len(created)} topics. "

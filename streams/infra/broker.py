@@ -57,7 +57,7 @@ class EmbeddedBroker:
             preexec_fn=die_with_parent,
         )
         wait_for_port("127.0.0.1", self.port, timeout, "Tansu broker")
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(client_config(self.bootstrap))
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -91,6 +91,15 @@ class EmbeddedBroker:
         self.stop()
 
 
+def client_config(bootstrap: str, **settings: object) -> dict[str, object]:
+    """librdkafka settings shared by every APS client, plus `settings`.
+
+    Connections closed by the broker (idle, or the embedded broker stopping at the end of a
+    run) are routine and not logged.
+    """
+    return {"bootstrap.servers": bootstrap, "log.connection.close": False, **settings}
+
+
 def producer_config(bootstrap: str, *, idempotent: bool = False) -> dict[str, object]:
     """librdkafka producer settings for APS's own producers (scenario, tools, tests).
 
@@ -100,8 +109,8 @@ def producer_config(bootstrap: str, *, idempotent: bool = False) -> dict[str, ob
     it for correctness: duplicates are dropped downstream (origin offsets, command ids).
     Turn it on against a real Kafka cluster.
     """
-    return {"bootstrap.servers": bootstrap, "enable.idempotence": idempotent, "acks": "all",
-            "linger.ms": 5}
+    return client_config(bootstrap, **{"enable.idempotence": idempotent, "acks": "all",
+                                       "linger.ms": 5})
 
 
 def create_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
@@ -111,7 +120,7 @@ def create_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     broker auto-creates unknown topics with its default count, and Faust then refuses
     tables whose source and changelog partition counts differ.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     specs = list(specs)
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [s for s in specs if s.name not in existing]

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.infra.broker import client_config
+
 PartitionKey = tuple[str, int]
 
 
@@ -21,8 +23,8 @@ def group_behind(bootstrap: str, group: str, ends: Mapping[PartitionKey, int]) -
     committed on)."""
     if not ends:
         return 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group,
+                                                    "enable.auto.commit": False}))
     try:
         wanted = [TopicPartition(topic, partition) for topic, partition in sorted(ends)]
         behind = 0

@@ -19,6 +19,7 @@ from streams.codecs import decode
 from streams.config import Settings
 from streams.domain import AccountState, DeadLetter, ExecutionReport, ScalingCommand
 from streams.errors import CodecError, InfraError
+from streams.infra.broker import client_config
 from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, ORACLE_PRICES
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,9 @@ class TopicMonitor:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._assigned: set[str] = set()
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "aps-run-monitor",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
-        })
+        self._consumer = Consumer(client_config(bootstrap, **{
+            "group.id": "aps-run-monitor", "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50}))
         self._thread = threading.Thread(target=self._loop, name="topic-monitor", daemon=True)
 
     def start(self) -> TopicMonitor:

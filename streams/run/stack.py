@@ -32,6 +32,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    web_port: int
 
 
 class Stack:
@@ -95,7 +96,11 @@ class Stack:
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=die_with_parent)
         log.close()
-        self.children.append(Child(name, proc, log_path))
+        self.children.append(Child(name, proc, log_path, web_port))
+
+    def child(self, name: str) -> Child:
+        """The running child called `name`."""
+        return next(c for c in self.children if c.name == name)
 
     def check_alive(self) -> None:
         """Raise InfraError naming the first child that exited, with the tail of its log."""

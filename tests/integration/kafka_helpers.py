@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from streams.infra.broker import producer_config
+from streams.infra.broker import client_config, producer_config
 
 
 def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]],
@@ -28,8 +28,8 @@ def read_topics(bootstrap: str, topics: list[str],
                 settle: float = 0.0) -> list[Message]:
     """Read every partition of `topics` from the beginning until `until(messages)` holds
     (then keep reading `settle` more seconds, to catch anything that should NOT arrive)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "aps-tests",
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "aps-tests",
+                                                    "enable.auto.commit": False}))
     metadata = consumer.list_topics(timeout=10)
     consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics
                      for p in metadata.topics[t].partitions])

@@ -4,6 +4,7 @@ executes once even when delivered twice and across a restart of the executor."""
 from __future__ import annotations
 
 import dataclasses
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def _executions_recorded(bootstrap: str, command_id: str) -> int:
     return sum(1 for m in messages if m.key() == command_id.encode())
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
 def test_forged_refused_and_duplicates_executed_once(settings: Settings,
                                                      kafka_bootstrap: str) -> None:
     run = uuid.uuid4().hex[:8]
@@ -79,6 +85,10 @@ def test_forged_refused_and_duplicates_executed_once(settings: Settings,
         reasons = {d.reason for d in _dead_letters(messages, run)}
         assert {"forged_command", "wrong_chain", "bad_framing"} <= reasons
         assert _executions_recorded(kafka_bootstrap, good.command_id) == 1
+        metrics = _metrics(stack.child(f"executor-{CHAIN}").web_port)
+        assert 'aps_dead_letters_total{reason="forged_command",stage="executor.arbitrum"} 2.0' \
+            in metrics
+        assert 'aps_duplicates_total{stage="executor.arbitrum"} 1.0' in metrics
 
         # the executor restarts and the same command is delivered again: still one execution
         stack.stop_process(f"executor-{CHAIN}")
