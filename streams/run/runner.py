@@ -260,7 +260,7 @@ class _Run:
             last_print[0] = now
             self.check()
             self.console.print(f"  ticks {sent:>6}/{total}  {self.monitor.line()}  "
-                               f"archived {self.archiver.progress.messages}")
+                               f"archived {self.archiver.progress.messages}", soft_wrap=True)
 
         producer.send_observations(observations, self.options.speed, progress)
 
