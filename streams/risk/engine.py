@@ -820,9 +820,7 @@ class PartitionEngine:
             for name, e in self._market.items() if e.price > 0
         }
         unhealthy = frozenset(c for e in self._market.values() for c in e.unhealthy_chains)
-        entry = self._market[trigger]
-        trigger_view = replace(quotes[trigger], sequence=entry.sequence)
-        return MarketView(quotes, unhealthy, self._realized, trigger_view)
+        return MarketView(quotes, unhealthy, self._realized, quotes[trigger])
 
     def _view(self, index: int, quotes: Mapping[str, QuoteView]) -> AccountView | None:
         record = self._records[index]
