@@ -11,11 +11,12 @@ import logging
 from collections.abc import Sequence
 
 import faust
-from faust.types import EventT, StreamT, TopicT
+from faust.types import EventT, TopicT
 
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
-from streams.app.metrics import BATCH_SECONDS, DROPPED, MESSAGES
+from streams.app.factory import batch_agent
+from streams.app.metrics import DROPPED, MESSAGES
 from streams.codecs import decode, encode
 from streams.config import Settings
 from streams.domain import ConsensusState, OracleObservation
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "consensus"
 BATCH = 5000
-WITHIN_S = 0.02
 STATE_TABLE = "consensus-state"
 STATE_KEY = b"engine"
 
@@ -90,10 +90,6 @@ def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, pric
         if any(tp.topic == ticks.get_topic_name() for tp in revoked):
             stage.forget()
 
-    @app.agent(ticks, name="consensus")
-    async def consensus(stream: StreamT) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
-            with BATCH_SECONDS.labels(STAGE).time():
-                stage.process(events)
+    batch_agent(app, ticks, name="consensus", stage=STAGE, size=BATCH, process=stage.process)
 
     return stage

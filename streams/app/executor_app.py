@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import faust
-from faust.types import EventT, StreamT, TopicT
+from faust.types import EventT, TopicT
 
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
-from streams.app.factory import new_app, raw_topic
-from streams.app.metrics import BATCH_SECONDS, DUPLICATES, EXECUTIONS, MESSAGES
+from streams.app.factory import batch_agent, new_app, raw_topic
+from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
 from streams.clock import EventTimeClock
 from streams.codecs import decode, encode
 from streams.codecs.signing import verify
@@ -30,7 +30,6 @@ from streams.executors import Executor, executor_for
 from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, exec_commands, topic_specs
 
 BATCH = 1000
-WITHIN_S = 0.02
 EXECUTED_TABLE = "executed"
 
 
@@ -103,13 +102,10 @@ def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust
     dead_letters = raw_topic(app, DEAD_LETTER, counts[DEAD_LETTER])
     executed = app.Table(EXECUTED_TABLE, partitions=commands.partitions, key_type=bytes,
                          value_type=bytes)
+    stage = f"executor.{chain}"
     handler = CommandExecutor(chain, executor_for(chain), settings.command_key, executed,
-                              reports, DeadLetterSink(dead_letters, f"executor.{chain}"))
-
-    @app.agent(commands, name=f"execute-{chain}")
-    async def execute(stream: StreamT) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
-            with BATCH_SECONDS.labels(f"executor.{chain}").time():
-                handler.process(events)
+                              reports, DeadLetterSink(dead_letters, stage))
+    batch_agent(app, commands, name=f"execute-{chain}", stage=stage, size=BATCH,
+                process=handler.process)
 
     return app

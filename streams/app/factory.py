@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import faust
-from faust.types import TopicT
+from faust.types import EventT, StreamT, TopicT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.app.metrics import BATCH_SECONDS
 from streams.config import Settings
+
+# how long a batch may wait to fill before it is processed as it is
+BATCH_WITHIN_S = 0.02
 
 
 def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
@@ -52,3 +58,18 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
     """A topic whose keys and values are bytes (values are Avro single-object encoded)."""
     return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw",
                      internal=False)
+
+
+def batch_agent(app: faust.App, topic: TopicT, *, name: str, stage: str, size: int,
+                process: Callable[[Sequence[EventT]], Awaitable[None] | None]) -> None:
+    """Add agent `name` to `app`: `process` gets `topic`'s events in batches of up to `size`
+    (each batch timed in the aps_batch_seconds metric under `stage`); it may be a coroutine."""
+
+    async def consume(stream: StreamT) -> None:
+        async for events in stream.take_events(size, within=BATCH_WITHIN_S):
+            with BATCH_SECONDS.labels(stage).time():
+                result = process(events)
+                if inspect.isawaitable(result):
+                    await result
+
+    app.agent(topic, name=name)(consume)

@@ -15,11 +15,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import faust
-from faust.types import TP, EventT, StreamT, TopicT
+from faust.types import TP, EventT, TopicT
 
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
-from streams.app.metrics import BATCH_SECONDS, COMMANDS, MESSAGES
+from streams.app.factory import batch_agent
+from streams.app.metrics import COMMANDS, MESSAGES
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "risk"
 BATCH = 1000
-WITHIN_S = 0.02
 ACCOUNTS_TABLE = "risk-accounts"
 MARKET_TABLE = "risk-market"
 
@@ -144,10 +144,7 @@ def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
     async def on_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:
         processor.forget(revoked)
 
-    @app.agent(risk_inputs, name="risk")
-    async def risk(stream: StreamT) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
-            with BATCH_SECONDS.labels(STAGE).time():
-                await processor.process(events)
+    batch_agent(app, risk_inputs, name="risk", stage=STAGE, size=BATCH,
+                process=processor.process)
 
     return processor

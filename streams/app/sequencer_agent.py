@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import faust
-from faust.types import EventT, StreamT, TopicT
+from faust.types import EventT, TopicT
 
 from streams.app.deadletters import DeadLetterSink
-from streams.app.metrics import BATCH_SECONDS, MESSAGES
+from streams.app.factory import batch_agent
+from streams.app.metrics import MESSAGES
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
 from streams.config import Settings
@@ -25,7 +26,6 @@ from streams.topics import ACCOUNT_EVENTS, EXECUTION_REPORTS, ORACLE_PRICES
 
 STAGE = "sequencer"
 BATCH = 2000
-WITHIN_S = 0.02
 
 _BODY_TYPES: dict[str, type] = {
     ACCOUNT_EVENTS: AccountEvent,
@@ -72,10 +72,7 @@ def install_sequencer(app: faust.App, settings: Settings, *, sources: TopicT,
     """Add the sequencer agent to `app`."""
     sequencer = Sequencer(settings.partitions, risk_inputs, DeadLetterSink(dead_letters, STAGE))
 
-    @app.agent(sources, name="sequencer")
-    async def sequence(stream: StreamT) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
-            with BATCH_SECONDS.labels(STAGE).time():
-                sequencer.process(events)
+    batch_agent(app, sources, name="sequencer", stage=STAGE, size=BATCH,
+                process=sequencer.process)
 
     return sequencer
