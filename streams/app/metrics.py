@@ -11,6 +11,8 @@ COMMANDS = Counter("aps_commands_total", "Scaling commands emitted", ["reason", 
 EXECUTIONS = Counter("aps_executions_total", "Execution reports", ["chain", "status"])
 DROPPED = Counter("aps_dropped_total", "Inputs counted and not used (duplicates, stale)",
                   ["stage", "reason"])
+REVALUATIONS = Counter("aps_revaluations_total",
+                       "Accounts revalued by price updates (one per account per update)")
 DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
 BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))

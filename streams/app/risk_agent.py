@@ -20,7 +20,7 @@ from faust.types import TP, EventT, TopicT
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
-from streams.app.metrics import COMMANDS, MESSAGES
+from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
@@ -92,6 +92,7 @@ class RiskProcessor:
 
     def _process_partition(self, partition: int, events: list[EventT]) -> None:
         engine = self.engine(partition)
+        revalued_before = engine.counters.revaluations
         for event in events:
             try:
                 item = decode(event.message.value, RiskInput)
@@ -109,6 +110,7 @@ class RiskProcessor:
             for state in engine.take_dirty():
                 self.accounts[state.account_id.encode()] = encode(state)
             self.market[market_key(partition)] = encode(engine.market_state())
+        REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
 
     def _send(self, command: ScalingCommand, cause: EventT) -> None:
         topic = self.commands.get(command.chain)

@@ -146,10 +146,12 @@ class _Counters:
     """What the engine did, for metrics.
 
     `evaluations` counts runs of the policy; `screened_out` the accounts the first stage
-    of the screen let through and the second proved could not act.
+    of the screen let through and the second proved could not act; `revaluations` the
+    accounts whose figures a price update recomputed.
     """
 
     prices: int = 0
+    revaluations: int = 0
     duplicates: int = 0
     events: int = 0
     reports: int = 0
@@ -470,6 +472,7 @@ class PartitionEngine:
         asset = self.book.asset(price.asset, self.config.margin_for(price.asset))
         revalued = self._revalue(asset)
         touched = self.book.caches[asset].accounts
+        self.counters.revaluations += len(revalued)
         self._track_ratios(revalued)
         candidates = self._screen(asset, touched)
         # the policy's clock is the event time of the asset's trusted quote (a HALTED price
