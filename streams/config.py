@@ -32,9 +32,11 @@ class Settings:
     partitions: int = 4
     chains: tuple[str, ...] = DEFAULT_CHAINS
     feeds_file: Path = INFRA_DIR / "feeds.toml"
+    chains_file: Path = INFRA_DIR / "chains.toml"
     command_key: str = field(default=DEV_COMMAND_KEY, repr=False)
     web_port: int = 6066
     log_level: str = "warn"
+    fetch_wait_ms: int = 10
 
     @property
     def embedded_broker(self) -> bool:
@@ -71,9 +73,11 @@ _ENV = {
     "APS_PARTITIONS": "partitions",
     "APS_CHAINS": "chains",
     "APS_FEEDS_FILE": "feeds_file",
+    "APS_CHAINS_FILE": "chains_file",
     "APS_COMMAND_KEY": "command_key",
     "APS_WEB_PORT": "web_port",
     "APS_LOG_LEVEL": "log_level",
+    "APS_FETCH_WAIT_MS": "fetch_wait_ms",
 }
 
 
@@ -94,16 +98,18 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.partitions < 1:
         raise ConfigError("APS_PARTITIONS must be >= 1")
+    if settings.fetch_wait_ms < 1:
+        raise ConfigError("APS_FETCH_WAIT_MS must be >= 1")
     return settings
 
 
 def _parse(var: str, name: str, raw: str) -> object:
-    if name in ("partitions", "web_port"):
+    if name in ("partitions", "web_port", "fetch_wait_ms"):
         try:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
-    if name in ("data_dir", "feeds_file"):
+    if name in ("data_dir", "feeds_file", "chains_file"):
         return Path(raw)
     if name == "chains":
         chains = tuple(c.strip() for c in raw.split(",") if c.strip())

@@ -1,13 +1,18 @@
-"""Consensus agent: oracle.ticks (one ordered log) -> oracle.prices, refusals -> aps.deadletter.
+"""Consensus agent: oracle.ticks (one ordered log) -> oracle.prices and risk.inputs.
 
 The pure `ConsensusEngine` (streams.oracle.consensus) decides; this adapter decodes, sends
-the consensus prices and dead letters, and persists the engine's snapshot in the RocksDB
-table ``consensus-state`` after every batch so a restarted worker continues exactly.
+each consensus price to oracle.prices (its history, for the archive and other readers) and
+straight into every partition of risk.inputs (one hop from a tick to the risk engine: the
+entry's origin is the observation that produced the price), sends refusals to
+aps.deadletter, and persists the engine's snapshot in the RocksDB table
+``consensus-state`` after every batch so a restarted worker continues exactly (a price
+sent again after a crash carries the same sequence and is dropped by the risk engine).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import faust
@@ -16,10 +21,11 @@ from faust.types import EventT, TopicT
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
+from streams.app.latency import observe_hop, record_ms, tick_ts_header
 from streams.app.metrics import DROPPED, MESSAGES
-from streams.codecs import decode, encode
+from streams.codecs import decode, encode, encode_risk_input
 from streams.config import Settings
-from streams.domain import ConsensusState, OracleObservation
+from streams.domain import ConsensusPrice, ConsensusState, OracleObservation
 from streams.errors import CodecError
 from streams.oracle.consensus import ConsensusEngine
 from streams.oracle.feeds import load_feeds
@@ -36,10 +42,12 @@ class ConsensusStage:
     """Runs observations through the engine restored from the state table."""
 
     def __init__(self, settings: Settings, state: faust.Table, prices: TopicT,
-                 dead_letters: DeadLetterSink) -> None:
+                 risk_inputs: TopicT, dead_letters: DeadLetterSink) -> None:
         self.feeds = load_feeds(settings.feeds_file)
         self.state = state
         self.prices = prices
+        self.risk_inputs = risk_inputs
+        self.partitions = settings.partitions
         self.dead_letters = dead_letters
         self._engine: ConsensusEngine | None = None
 
@@ -73,17 +81,34 @@ class ConsensusStage:
             elif outcome.dropped is not None:
                 DROPPED.labels(STAGE, outcome.dropped.reason).inc()
             for price in outcome.prices:
-                self.prices.send_soon(key=price.asset.encode(), value=encode(price))
+                self._publish(price, event)
         with event_context(events[-1]):
             self.state[STATE_KEY] = encode(engine.snapshot())
         MESSAGES.labels(STAGE).inc(len(events))
 
+    def _publish(self, price: ConsensusPrice, cause: EventT) -> None:
+        key = price.asset.encode()
+        value = encode(price)
+        self.prices.send_soon(key=key, value=value)
+        sent_ms = time.time() * 1000
+        message = cause.message
+        entry = encode_risk_input(message.topic, message.partition, message.offset, value)
+        tick_ms = record_ms(cause)
+        headers = tick_ts_header(tick_ms)
+        for partition in range(self.partitions):
+            self.risk_inputs.send_soon(key=key, value=entry, partition=partition,
+                                       headers=headers)
+        observe_hop("tick_to_price", tick_ms, now_ms=sent_ms)
+        # the entries are written in the same step as the price (no hop left between them)
+        observe_hop("price_to_risk_input", round(sent_ms))
+
 
 def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, prices: TopicT,
-                      dead_letters: TopicT) -> ConsensusStage:
+                      risk_inputs: TopicT, dead_letters: TopicT) -> ConsensusStage:
     """Add the consensus table and agent to `app`."""
     state = app.Table(STATE_TABLE, partitions=1, key_type=bytes, value_type=bytes)
-    stage = ConsensusStage(settings, state, prices, DeadLetterSink(dead_letters, STAGE))
+    stage = ConsensusStage(settings, state, prices, risk_inputs,
+                           DeadLetterSink(dead_letters, STAGE))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[faust.types.TP], **_: object) -> None:

@@ -5,24 +5,35 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import faust
-from faust.types import EventT, StreamT, TopicT
+from faust.types import EventT, StreamT, TopicT, TransportT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.app import transport
+from streams.app.batching import ReadyBatchStream
+from streams.app.latency import observe_batch_start
 from streams.app.metrics import BATCH_SECONDS
 from streams.config import Settings
 
-# how long a batch may wait to fill before it is processed as it is
-BATCH_WITHIN_S = 0.02
+PRODUCER_BATCH_BYTES = 512 * 1024
+
+
+class ApsApp(faust.App):
+    """A Faust app whose consumer waits at most APS_FETCH_WAIT_MS for new records."""
+
+    def _new_transport(self) -> TransportT:
+        return transport.LowLatencyTransport(self.conf.broker_consumer, self, loop=self.loop)
 
 
 def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
             datadir: Path) -> faust.App:
     """A Faust app on `bootstrap` with RocksDB tables under `datadir` and /metrics on `web_port`."""
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    transport.configure(settings.fetch_wait_ms)
+    app = ApsApp(
         app_id,
         broker=f"kafka://{bootstrap}",
         store="rocksdb://",
@@ -38,12 +49,18 @@ def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         producer_acks=-1,
+        # aiokafka builds one batch per partition at a time and a full batch blocks further
+        # sends to that partition until it is on the wire; Faust's producer buffer sends in
+        # order, so one full partition stalls every topic. At the default 16 KiB one market
+        # state (15 KB) filled a batch: room for many records per round trip instead.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         stream_wait_empty=True,
         value_serializer="raw",
         key_serializer="raw",
         autodiscover=False,
         web_stats_enabled=False,
         web_tables_enabled=False,
+        Stream=ReadyBatchStream,
     )
 
     @app.page("/metrics")
@@ -54,6 +71,19 @@ def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
     return app
 
 
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Run `app` in a Faust worker until it is stopped (blocks).
+
+    Faust's worker draws a terminal spinner and, to feed it, sets the root logger to DEBUG
+    whatever the log level (faust/worker.py, ``_setup_spinner_handler``): every debug call
+    of aiokafka and Faust then builds a log record (4% of the worker's time under load).
+    Without the spinner the root logger keeps the configured level.
+    """
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
     """A topic whose keys and values are bytes (values are Avro single-object encoded)."""
     return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw",
@@ -62,11 +92,14 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
 
 def batch_agent(app: faust.App, topic: TopicT, *, name: str, stage: str, size: int,
                 process: Callable[[Sequence[EventT]], Awaitable[None] | None]) -> None:
-    """Add agent `name` to `app`: `process` gets `topic`'s events in batches of up to `size`
-    (each batch timed in the aps_batch_seconds metric under `stage`); it may be a coroutine."""
+    """Add agent `name` to `app`: `process` gets `topic`'s events in batches of up to `size`,
+    each as soon as nothing more is queued (`ReadyBatchStream.take_ready`), timed in the
+    aps_batch_seconds metric under `stage`; it may be a coroutine."""
 
     async def consume(stream: StreamT) -> None:
-        async for events in stream.take_events(size, within=BATCH_WITHIN_S):
+        ready: Any = stream
+        async for events in ready.take_ready(size):
+            observe_batch_start(stage, events)
             with BATCH_SECONDS.labels(stage).time():
                 result = process(events)
                 if inspect.isawaitable(result):

@@ -20,6 +20,7 @@ from faust.types import TP, EventT, TopicT
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
+from streams.app.latency import header_tick_ms, observe_hop, record_ms
 from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
@@ -85,31 +86,39 @@ class RiskProcessor:
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
+        # a price is on every partition with the same bytes: decode it once per batch
+        decoded: dict[bytes, RiskInput | CodecError] = {}
         for partition, partition_events in sorted(by_partition.items()):
-            self._process_partition(partition, partition_events)
+            self._process_partition(partition, partition_events, decoded)
             await asyncio.sleep(0)
         MESSAGES.labels(STAGE).inc(len(events))
 
-    def _process_partition(self, partition: int, events: list[EventT]) -> None:
+    def _process_partition(self, partition: int, events: list[EventT],
+                           decoded: dict[bytes, RiskInput | CodecError]) -> None:
         engine = self.engine(partition)
         revalued_before = engine.counters.revaluations
         for event in events:
-            try:
-                item = decode(event.message.value, RiskInput)
-            except CodecError as exc:
-                self.dead_letters.send(event, exc.reason, str(exc))
+            item = _decode_once(event.message.value, decoded)
+            if isinstance(item, CodecError):
+                self.dead_letters.send(event, item.reason, str(item))
                 continue
             try:
                 emitted = engine.apply(item)
             except DomainError as exc:
                 self.dead_letters.send(event, exc.reason, exc.detail, _event_time(item))
                 continue
-            for command in emitted:
-                self._send(command, event)
+            if emitted:
+                input_ms, tick_ms = record_ms(event), header_tick_ms(event)
+                for command in emitted:
+                    self._send(command, event)
+                    observe_hop("risk_input_to_command", input_ms)
+                    observe_hop("tick_to_command", tick_ms)
         with event_context(events[-1]):
             for state in engine.take_dirty():
                 self.accounts[state.account_id.encode()] = encode(state)
-            self.market[market_key(partition)] = encode(engine.market_state())
+            market = engine.take_market_state()
+            if market is not None:
+                self.market[market_key(partition)] = encode(market)
         REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
 
     def _send(self, command: ScalingCommand, cause: EventT) -> None:
@@ -122,6 +131,19 @@ class RiskProcessor:
         signed = sign(command, self.settings.command_key)
         topic.send_soon(key=command.account_id.encode(), value=encode(signed))
         COMMANDS.labels(command.reason.value, command.chain).inc()
+
+
+def _decode_once(value: bytes, decoded: dict[bytes, RiskInput | CodecError]
+                 ) -> RiskInput | CodecError:
+    """`value` decoded as a RiskInput (or the error), remembered in `decoded` by its bytes."""
+    item = decoded.get(value)
+    if item is None:
+        try:
+            item = decode(value, RiskInput)
+        except CodecError as exc:
+            item = exc
+        decoded[value] = item
+    return item
 
 
 def _event_time(item: RiskInput) -> int:

@@ -1,10 +1,10 @@
-"""Sequencer: merges account events, consensus prices and execution reports into risk.inputs.
+"""Sequencer: merges account events and execution reports into risk.inputs.
 
 risk.inputs is the one ordered log per risk partition that the risk agent consumes and an
-audit replays: an account's events and reports go to the account's partition, and every
-price is copied to every partition, so each partition sees prices and account changes in one
-recorded order. Each entry carries its origin coordinates so duplicates (a re-run after a
-crash) are recognised downstream.
+audit replays: an account's events and reports go to the account's partition, and the
+consensus agent copies every price to every partition, so each partition sees prices and
+account changes in one recorded order. Each entry carries its origin coordinates so
+duplicates (a re-run after a crash) are recognised downstream.
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ from faust.types import EventT, TopicT
 
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
+from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import MESSAGES
 from streams.app.partitioning import account_partition
-from streams.codecs import decode, encode
+from streams.codecs import decode, encode_risk_input
 from streams.config import Settings
-from streams.domain import AccountEvent, ConsensusPrice, ExecutionReport, RiskInput
+from streams.domain import AccountEvent, ExecutionReport
 from streams.errors import CodecError
-from streams.topics import ACCOUNT_EVENTS, EXECUTION_REPORTS, ORACLE_PRICES
+from streams.topics import ACCOUNT_EVENTS, EXECUTION_REPORTS
 
 STAGE = "sequencer"
 BATCH = 2000
 
 _BODY_TYPES: dict[str, type] = {
     ACCOUNT_EVENTS: AccountEvent,
-    ORACLE_PRICES: ConsensusPrice,
     EXECUTION_REPORTS: ExecutionReport,
 }
 
@@ -56,15 +56,12 @@ class Sequencer:
         except CodecError as exc:
             self.dead_letters.send(event, exc.reason, str(exc))
             return
-        entry = encode(RiskInput(message.topic, message.partition, message.offset, body))
-        if isinstance(body, ConsensusPrice):
-            key = body.asset.encode()
-            for partition in range(self.partitions):
-                self.risk_inputs.send_soon(key=key, value=entry, partition=partition)
-            return
+        entry = encode_risk_input(message.topic, message.partition, message.offset, message.value)
         account_id = body.account_id
         self.risk_inputs.send_soon(key=account_id.encode(), value=entry,
                                    partition=account_partition(account_id, self.partitions))
+        if isinstance(body, ExecutionReport):
+            observe_hop("report_to_risk_input", record_ms(event))
 
 
 def install_sequencer(app: faust.App, settings: Settings, *, sources: TopicT,

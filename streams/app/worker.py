@@ -1,8 +1,9 @@
 """The pipeline worker: consensus, sequencer and risk agents in one Faust app ("aps").
 
-    oracle.ticks ──consensus──> oracle.prices ─┐
-    account.events ────────────────────────────┼─sequencer─> risk.inputs ──risk──> exec.*
-    execution.reports ─────────────────────────┘   (prices copied to every partition)
+    oracle.ticks ──consensus──> oracle.prices
+                      └───────────────────────────────┐ (every price to every partition)
+    account.events ─────┬─sequencer───────────────> risk.inputs ──risk──> exec.*
+    execution.reports ──┘
 
 Run several workers to scale out: Faust splits the partitions of risk.inputs between them.
 """
@@ -40,15 +41,16 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
         return raw_topic(app, name, counts[name])
 
     dead_letters = topic(DEAD_LETTER)
+    risk_inputs = topic(RISK_INPUTS)
     install_consensus(app, settings, ticks=topic(ORACLE_TICKS), prices=topic(ORACLE_PRICES),
-                      dead_letters=dead_letters)
+                      risk_inputs=risk_inputs, dead_letters=dead_letters)
     install_sequencer(
         app, settings,
-        sources=app.topic(ACCOUNT_EVENTS, ORACLE_PRICES, EXECUTION_REPORTS,
+        sources=app.topic(ACCOUNT_EVENTS, EXECUTION_REPORTS,
                           key_serializer="raw", value_serializer="raw"),
-        risk_inputs=topic(RISK_INPUTS), dead_letters=dead_letters,
+        risk_inputs=risk_inputs, dead_letters=dead_letters,
     )
-    install_risk(app, settings, risk_inputs=topic(RISK_INPUTS),
+    install_risk(app, settings, risk_inputs=risk_inputs,
                  commands={chain: topic(exec_commands(chain)) for chain in settings.chains},
                  dead_letters=dead_letters)
     return app

@@ -226,6 +226,8 @@ def encode_datum(datum: Any, schema_name: str) -> bytes:
 
 def decode_datum(payload: bytes, expected: str | None = None) -> tuple[str, Any]:
     """Decode framed bytes to (writer schema name, datum); resolves to `expected` if given."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise FramingError(f"payload is {type(payload).__name__}, not bytes (a null record?)")
     if len(payload) < HEADER_LEN or payload[:2] != MAGIC:
         raise FramingError("payload is not Avro single-object encoded (missing C3 01 marker)")
     writer = registry().by_fingerprint(payload[2:HEADER_LEN])
@@ -253,3 +255,56 @@ def decode(payload: bytes, cls: type[T]) -> T:
         return from_datum(cls, datum)
     except (TypeError, ValueError, KeyError) as exc:
         raise CodecError(f"{cls.__name__}: {exc}") from exc
+
+
+# --- envelopes built from encoded bodies ------------------------------------------------------
+
+def _zigzag(value: int) -> bytes:
+    """Avro's zig-zag varint encoding of an int or long."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@cache
+def _risk_input_layout() -> tuple[bytes, dict[bytes, int]]:
+    """Header of aps.RiskInput and, per single-object fingerprint of a body schema, the index
+    of that schema in the `body` union; checks the field layout `encode_risk_input` writes."""
+    entry = registry().get("aps.RiskInput")
+    fields = entry.parsed["fields"]
+    layout = [(f["name"], f["type"] if isinstance(f["type"], str) else "union") for f in fields]
+    expected = [("origin_topic", "string"), ("origin_partition", "int"),
+                ("origin_offset", "long"), ("body", "union")]
+    if layout != expected:  # pragma: no cover - guards a schema edit
+        raise TypeError(f"aps.RiskInput fields changed: {layout}")
+    members = fields[3]["type"]
+    index = {}
+    for position, member in enumerate(members):
+        name = member if isinstance(member, str) else member["name"]
+        index[registry().get(name).fingerprint] = position
+    return MAGIC + entry.fingerprint, index
+
+
+def encode_risk_input(origin_topic: str, origin_partition: int, origin_offset: int,
+                      body: bytes) -> bytes:
+    """``encode(RiskInput(origin..., decode(body)))`` without decoding `body`.
+
+    `body` is a single-object encoded AccountEvent, ConsensusPrice or ExecutionReport
+    written with the schemas of this build; the envelope embeds its Avro body after the
+    union index, which is byte for byte what encoding the decoded record would write.
+    Raises CodecError for any other body.
+    """
+    head, union_index = _risk_input_layout()
+    if len(body) < HEADER_LEN or body[:2] != MAGIC:
+        raise FramingError("body is not Avro single-object encoded (missing C3 01 marker)")
+    position = union_index.get(body[2:HEADER_LEN])
+    if position is None:
+        writer = registry().by_fingerprint(body[2:HEADER_LEN])
+        raise CodecError(f"{writer.name} cannot be the body of a risk input")
+    topic = origin_topic.encode()
+    return b"".join((head, _zigzag(len(topic)), topic, _zigzag(origin_partition),
+                     _zigzag(origin_offset), _zigzag(position), body[HEADER_LEN:]))

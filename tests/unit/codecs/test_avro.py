@@ -9,17 +9,22 @@ import avro.io
 import avro.schema
 import pytest
 from fastavro.schema import parse_schema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.codecs import avro as codec
-from streams.codecs import decode, decode_datum, encode
+from streams.codecs import decode, decode_datum, encode, encode_risk_input
 from streams.domain import (
     AccountEvent,
     AccountState,
     ChainlinkRound,
     CollateralChanged,
+    CommandAction,
     ConsensusPrice,
     DeadLetter,
     ExcludedSource,
+    ExecutionReport,
+    ExecutionStatus,
     OracleObservation,
     OracleSource,
     PriceStatus,
@@ -29,7 +34,7 @@ from streams.domain import (
     ScalingRules,
 )
 from streams.errors import CodecError, FramingError, UnknownSchemaError
-from tests.unit.factories import command, perp_position, rules
+from tests.unit.factories import command, perp, perp_position, rules
 
 # The Avro project's single-object-encoding sample (share/test/data/messageV1 in
 # apache/avro): TestMessage{id: 42, name: "Bill", tags: ["dog_lover", "cat_hater"]},
@@ -92,6 +97,8 @@ RECORDS = [
     ConsensusPrice("ETH", 10, 3000.5, 1.5, PriceStatus.DEGRADED, 12.5, ["a", "b"],
                    [ExcludedSource("c", "outlier")], ["arbitrum"], 7),
     command(),
+    ExecutionReport("rep-1", "cmd-1", "acct-1", "arbitrum", ExecutionStatus.FILLED, "",
+                    CommandAction.TRADE, perp(), -2.0, 3001.5, 0.9, 0.0, 11, "sim-arbitrum"),
     AccountState("acct-1", version=3, positions=[perp_position("BTC", -1.0)], rules=rules(),
                  last_fired={"delta:BTC": 5}, origin_offsets={"account.events:0": 9}),
     DeadLetter("consensus", "unknown_feed", "no feed x", "oracle.ticks", 0, 12, b"k", b"\x00",
@@ -108,6 +115,25 @@ def test_risk_input_union_keeps_the_branch() -> None:
     for body in (RECORDS[0], RECORDS[5]):
         item = RiskInput("t", 1, 2, body)
         assert decode(encode(item), RiskInput) == item
+
+
+BODIES = [r for r in RECORDS if isinstance(r, (AccountEvent, ConsensusPrice, ExecutionReport))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.sampled_from(BODIES), topic=st.text(max_size=40),
+       partition=st.integers(-(2**31), 2**31 - 1), offset=st.integers(-(2**63), 2**63 - 1))
+def test_risk_input_from_encoded_body_equals_encoding_the_record(
+        body: object, topic: str, partition: int, offset: int) -> None:
+    spliced = encode_risk_input(topic, partition, offset, encode(body))
+    assert spliced == encode(RiskInput(topic, partition, offset, body))  # type: ignore[arg-type]
+
+
+def test_risk_input_from_a_body_that_is_not_framed_is_refused() -> None:
+    with pytest.raises(FramingError):
+        encode_risk_input("t", 0, 0, b"plain")
+    with pytest.raises(CodecError, match="cannot be the body"):
+        encode_risk_input("t", 0, 0, encode(command()))
 
 
 def test_not_single_object_encoded_is_bad_framing() -> None:
