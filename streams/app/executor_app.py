@@ -19,6 +19,7 @@ from faust.types import EventT, TopicT
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent, new_app, raw_topic
+from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
 from streams.clock import EventTimeClock
 from streams.codecs import decode, encode
@@ -26,7 +27,7 @@ from streams.codecs.signing import verify
 from streams.config import Settings
 from streams.domain import ExecutionReport, ScalingCommand
 from streams.errors import CodecError, ConfigError
-from streams.executors import Executor, executor_for
+from streams.executors import Executor, executor_for, load_chain_profiles
 from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, exec_commands, topic_specs
 
 BATCH = 1000
@@ -85,6 +86,7 @@ class CommandExecutor:
                 self.executed[key] = encode(report)
                 EXECUTIONS.labels(self.chain, report.status.value).inc()
         self.reports.send_soon(key=command.account_id.encode(), value=encode(report))
+        observe_hop("command_to_report", record_ms(event))
 
 
 def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust.App:
@@ -103,7 +105,8 @@ def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust
     executed = app.Table(EXECUTED_TABLE, partitions=commands.partitions, key_type=bytes,
                          value_type=bytes)
     stage = f"executor.{chain}"
-    handler = CommandExecutor(chain, executor_for(chain), settings.command_key, executed,
+    venue = executor_for(chain, load_chain_profiles(settings.chains_file))
+    handler = CommandExecutor(chain, venue, settings.command_key, executed,
                               reports, DeadLetterSink(dead_letters, stage))
     batch_agent(app, commands, name=f"execute-{chain}", stage=stage, size=BATCH,
                 process=handler.process)

@@ -49,6 +49,8 @@ def run(
                                 "faster market turns into more price movement."),
     duration: int = typer.Option(300, help="Seconds of event time in the market scenario."),
     seed: int = typer.Option(7, help="Seed of the price paths and the book."),
+    offline: bool = typer.Option(True, help="After the live run, run the same book and prices "
+                                 "offline (no broker) and print both side by side."),
 ) -> None:
     """Start the stack and run the bundled scenario; print a summary at the end."""
     from streams.run.runner import RunOptions, run_pipeline
@@ -56,7 +58,8 @@ def run(
 
     settings = _settings()
     _signals_as_interrupt()
-    options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed)
+    options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed,
+                         offline=offline)
     out = Console()
     try:
         report = run_pipeline(settings, options, console)
@@ -73,20 +76,17 @@ def run(
 
 def worker() -> None:
     """Run a pipeline worker (consensus, sequencer and risk agents) until stopped."""
-    import faust
-
+    from streams.app.factory import run_worker
     from streams.app.worker import create_worker_app
 
     settings = _settings()
-    app = create_worker_app(settings, _bootstrap(settings))
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    run_worker(create_worker_app(settings, _bootstrap(settings)), settings)
 
 
 def executor(chain: str = typer.Option(..., help="Chain whose commands to execute.")) -> None:
     """Run the executor of one chain until stopped."""
-    import faust
-
     from streams.app.executor_app import create_executor_app
+    from streams.app.factory import run_worker
 
     settings = _settings()
     try:
@@ -94,7 +94,7 @@ def executor(chain: str = typer.Option(..., help="Chain whose commands to execut
     except ConfigError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    run_worker(app, settings)
 
 
 def broker(port: int = typer.Option(9092, help="Port to listen on (127.0.0.1).")) -> None:

@@ -14,6 +14,9 @@ PRICES = typer.Option(..., "--prices", exists=True, dir_okay=False,
 BOOK = typer.Option(None, "--book", exists=True, dir_okay=False,
                     help="Book file (JSON, see docs/risk.md); default: a generated book"
                     " sized from the first prices.")
+CHAINS = typer.Option(None, "--chains", exists=True, dir_okay=False,
+                      help="Chain profiles (settlement latency and venue costs); default:"
+                      " APS_CHAINS_FILE, else infra/chains.toml.")
 SAVE_BOOK = typer.Option(None, "--save-book", dir_okay=False,
                          help="Write the book used to this file.")
 
@@ -26,13 +29,14 @@ def simulate_command(
                                    help="Only the run without scaling rules."),
     accounts: int = typer.Option(3000, "--accounts", min=1,
                                  help="Accounts in the generated book."),
-    latency: int = typer.Option(1, "--latency", min=0,
-                                help="Observations of an asset before a command fills."),
+    chains: Path | None = CHAINS,
     confidence_bps: float = typer.Option(0.0, "--confidence-bps", min=0.0,
                                          help="Oracle band given to every path price, bps."),
     save_book: Path | None = SAVE_BOOK,
 ) -> None:
     """Replay a price path through the risk engine (no broker) and compare liquidations."""
+    from streams.config import load_settings
+    from streams.executors.chains import load_chain_profiles
     from streams.risk.bookgen import format_book, generate_accounts, parse_book
     from streams.risk.simulate import (
         SimulationConfig,
@@ -53,7 +57,8 @@ def simulate_command(
             source = f"generated, seed {seed}"
         if save_book is not None:
             save_book.write_text(format_book(accounts_book))
-        config = SimulationConfig(latency=latency, confidence_bps=confidence_bps)
+        profiles = load_chain_profiles(chains or load_settings().chains_file)
+        config = SimulationConfig(chains=profiles, confidence_bps=confidence_bps)
         report = simulate(ticks, accounts_book, config, policy=not no_policy)
     except (APSError, OSError) as exc:
         typer.echo(f"aps simulate: {exc}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.domain.enums import PriceStatus
+from streams.domain.envelopes import RiskInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,10 @@ class AssetMarket:
 
 @dataclass(frozen=True, slots=True)
 class MarketState:
-    """Every asset's last quote, sorted by asset, and the partition's event-time watermark."""
+    """Every asset's last quote, sorted by asset, the partition's event-time watermark, and
+    the execution reports received before their settlement time (applied once the watermark
+    reaches it), in the order they will be applied."""
 
     watermark: int = 0
     assets: list[AssetMarket] = field(default_factory=list)
+    held_reports: list[RiskInput] = field(default_factory=list)

@@ -1,11 +1,14 @@
 """A simulated venue: fills at the command's trusted price plus slippage, deterministically.
 
-The fill price is the price the command acted on (the instrument's mark the engine put in
+A command settles `settlement_ms` of event time after it was created (the chain's profile,
+infra/chains.toml): the report's `executed_at` is ``created_at + settlement_ms``. The fill
+price is the price the command acted on (the instrument's mark the engine put in
 ``trigger["reference_price"]``, else the provenance price of the underlying), moved against
 the trader by a slippage that grows with size; a fill worse than the command's slippage bound
-is refused, as a limit order would be. A command past its deadline (event time, by the
-executor's watermark clock) expires unexecuted. Same command and clock in, same report out:
-a replayed command produces the identical report.
+is refused, as a limit order would be. A command that would settle after its deadline, or
+that reaches an executor whose clock is already past the deadline, expires unexecuted. Same
+command and clock in, same report out: a replayed command produces the identical report,
+and an offline run settles it exactly as the live executor does.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class VenueParams:
     fee_bps: float
     base_slippage_bps: float
     impact_bps_per_million: float
+    settlement_ms: int = 0
 
 
 def report_id_for(command_id: str) -> str:
@@ -60,11 +64,12 @@ class SimulatedVenue:
         return self.params.base_slippage_bps + self.params.impact_bps_per_million * notional / 1e6
 
     def execute(self, command: ScalingCommand, now_ms: int) -> ExecutionReport:
-        """Fill, refuse or expire `command` at event time `now_ms`."""
-        executed_at = max(now_ms, command.created_at)
-        if executed_at > command.deadline:
-            return self._report(command, ExecutionStatus.EXPIRED, executed_at,
-                                f"deadline {command.deadline} passed at {executed_at}")
+        """Fill, refuse or expire `command`, received when the executor's clock read `now_ms`."""
+        executed_at = command.created_at + self.params.settlement_ms
+        if max(now_ms, executed_at) > command.deadline:
+            late = max(now_ms, executed_at)
+            return self._report(command, ExecutionStatus.EXPIRED, late,
+                                f"deadline {command.deadline} passed at {late}")
         if command.action is CommandAction.TOP_UP:
             return self._report(command, ExecutionStatus.FILLED, executed_at,
                                 top_up_amount=command.amount)

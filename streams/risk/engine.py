@@ -19,6 +19,14 @@ The Faust risk agent, the replay tool and `aps simulate` all drive this same cla
   after its state last changed, so that the refusal is recorded.
 - Duplicates are dropped: account inputs by (origin topic:partition, offset) per account,
   prices by per-asset sequence.
+- Settlement in event time: an execution report says when the command was executed
+  (`executed_at`). A report that arrives before the partition's event time has reached
+  that instant is held, and applied just before the first input at or after it (in
+  (executed_at, command id) order); the engine never learns of a fill before it happened.
+  A report that arrives later is applied at once. A venue that settles a command some
+  time after it was sent (infra/chains.toml) therefore takes effect at the same point of
+  the log whether the report travelled through Kafka in 5 ms or was handed over
+  directly by an offline run.
 
 Only event time is used: the watermark is the latest event time applied. Nothing depends
 on the wall clock, on dict iteration order of inputs or on randomness, and the state a
@@ -177,6 +185,8 @@ class PartitionEngine:
         self._index: dict[str, int] = {}
         self._market: dict[str, AssetMarket] = {}
         self._watermark = 0
+        self._held: list[tuple[int, str, str, int, int, RiskInput]] = []
+        self._market_changed = True
         self._dirty: set[str] = set()
         self._value_dirty: set[int] = set()
         self._changed: set[int] = set()
@@ -203,6 +213,8 @@ class PartitionEngine:
         })
         if market is not None:
             self._watermark = market.watermark
+            for held in market.held_reports:
+                self._hold(held)
             for entry in market.assets:
                 self._market[entry.asset] = entry
         for state in sorted(states, key=lambda s: s.account_id):
@@ -218,12 +230,20 @@ class PartitionEngine:
         """
         body = item.body
         if isinstance(body, ConsensusPrice):
+            _validate_price(body)
+            self._release_reports(body.event_time)
             return self._apply_price(body)
         if isinstance(body, AccountEvent):
+            validate_event(body)
+            self._release_reports(body.event_time)
             self._apply_event(item, body)
             return []
         if isinstance(body, ExecutionReport):
-            self._apply_report(item, body)
+            validate_report(body)
+            if body.executed_at > self._watermark:
+                self._hold(item)
+            else:
+                self._apply_report(item, body)
             return []
         raise DomainError("unknown_input", f"risk input body {type(body).__name__}")
 
@@ -240,9 +260,21 @@ class PartitionEngine:
         return out
 
     def market_state(self) -> MarketState:
-        """Last quote, sequence and return window of every asset, and the watermark."""
-        return MarketState(self._watermark,
-                           [self._market[a] for a in sorted(self._market)])
+        """Last quote, sequence and return window of every asset, the watermark, and the
+        reports held until their settlement time."""
+        return MarketState(self._watermark, [self._market[a] for a in sorted(self._market)],
+                           [entry[-1] for entry in sorted(self._held, key=_held_order)])
+
+    def take_market_state(self) -> MarketState | None:
+        """`market_state()` if it changed since the last call (None otherwise)."""
+        if not self._market_changed:
+            return None
+        self._market_changed = False
+        return self.market_state()
+
+    def held_reports(self) -> int:
+        """Execution reports received and not yet applied (waiting for their settlement)."""
+        return len(self._held)
 
     def state(self, account_id: str) -> AccountState | None:
         """Current state of one account (None if unknown)."""
@@ -339,8 +371,22 @@ class PartitionEngine:
         last = record.origin_offsets.get(self._origin(item))
         return last is not None and item.origin_offset <= last
 
+    def _hold(self, item: RiskInput) -> None:
+        report = item.body
+        assert isinstance(report, ExecutionReport)
+        heapq.heappush(self._held, (report.executed_at, report.command_id, item.origin_topic,
+                                    item.origin_partition, item.origin_offset, item))
+        self._market_changed = True
+
+    def _release_reports(self, until: int) -> None:
+        """Apply the held reports executed at or before event time `until`, in order."""
+        while self._held and self._held[0][0] <= until:
+            item = heapq.heappop(self._held)[-1]
+            assert isinstance(item.body, ExecutionReport)
+            self._apply_report(item, item.body)
+            self._market_changed = True
+
     def _apply_event(self, item: RiskInput, event: AccountEvent) -> None:
-        validate_event(event)
         existing = self._index.get(event.account_id)
         if self._is_duplicate(None if existing is None else self._records[existing], item):
             self.counters.duplicates += 1
@@ -352,7 +398,6 @@ class PartitionEngine:
         self.counters.events += 1
 
     def _apply_report(self, item: RiskInput, report: ExecutionReport) -> None:
-        validate_report(report)
         index = self._index.get(report.account_id)
         if index is None:
             self.counters.ignored_reports += 1
@@ -374,7 +419,9 @@ class PartitionEngine:
         record.origin_offsets[self._origin(item)] = item.origin_offset
         record.version += 1
         record.last_event_time = max(record.last_event_time, event_time)
-        self._watermark = max(self._watermark, event_time)
+        if event_time > self._watermark:
+            self._watermark = event_time
+            self._market_changed = True
         self._dirty.add(record.account_id)
 
     def _sync(self, record: AccountRecord, index: int, change: Change) -> None:
@@ -457,13 +504,13 @@ class PartitionEngine:
     # --- prices ----------------------------------------------------------------------------
 
     def _apply_price(self, price: ConsensusPrice) -> list[ScalingCommand]:
-        _validate_price(price)
         previous = self._market.get(price.asset)
         if previous is not None and price.sequence <= previous.sequence:
             self.counters.duplicates += 1
             return []
         entry = self._next_market(previous, price)
         self._market[price.asset] = entry
+        self._market_changed = True
         self._watermark = max(self._watermark, price.event_time)
         self.counters.prices += 1
         self._expire()
@@ -982,6 +1029,11 @@ class _Ladders:
         self.top_up[index, :n] = top_ups
         self.cool_until[index] = _PAST
         self.cool_until[index, :n] = cool_until
+
+
+def _held_order(entry: tuple[int, str, str, int, int, RiskInput]) -> tuple[int, str, str, int,
+                                                                          int]:
+    return entry[:5]
 
 
 def _rate_free_at(times: list[int], max_commands: int, window_ms: int) -> int:

@@ -4,26 +4,30 @@ The same `PartitionEngine` the pipeline runs is driven twice over the same path 
 once with the accounts' scaling rules and once without them, so the report can say how
 many liquidations the policy prevented and what it cost.
 
-Execution model (docs/risk.md, "aps simulate"):
-- a command is executed at the N-th observation of its asset after it was issued
-  (`latency`, default 1: the next observation); a top-up at the N-th observation of the
-  asset whose price triggered it;
-- trades fill at that observation's price (options: their model value there, with the
-  position's mark volatility) moved against the trader by base_slippage_bps +
-  impact_bps_per_million * notional / 1e6, plus a fee of fee_bps of the fill's value;
-  a fill beyond the command's limit price is REJECTED, a command past its deadline EXPIRED;
+Execution model (docs/risk.md, "aps simulate"): the live executors' own model, so that an
+offline run and a live run settle every command alike.
+- every command is handed at once to its chain's simulated venue (streams.executors: the
+  same `SimulatedVenue` and chain profiles, infra/chains.toml, as the executors): it
+  settles `settlement_ms` of event time after its creation, filled at the price it acted
+  on (options: their mark) moved against the trader by base_slippage_bps +
+  impact_bps_per_million * notional / 1e6, plus a fee of fee_bps of the fill's value; a
+  fill beyond the command's slippage bound is REJECTED, a command that would settle after
+  its deadline EXPIRED;
+- its report reaches the engine just before the first observation at or after its
+  settlement time (where the engine itself would release it, see "Settlement" in
+  docs/risk.md);
 - liquidation: after each observation, an account whose margin ratio is below 1 (equity
   below maintenance) is closed out at that observation's marks and pays a penalty of
   `liquidation_penalty` times the notional of everything it held; it takes no further
-  part (its positions are zero).
+  part (its positions are zero, reports still in flight for it are dropped).
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import math
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,26 +35,23 @@ from datetime import UTC, datetime
 from streams.domain import (
     AccountEvent,
     CollateralChanged,
-    CommandAction,
     ConsensusPrice,
     ExecutionReport,
     ExecutionStatus,
-    OptionType,
     Position,
     PositionChanged,
     PriceStatus,
-    PricingModel,
     RiskInput,
     RulesChanged,
     ScalingCommand,
     ScalingRules,
-    Side,
 )
 from streams.errors import ConfigError
+from streams.executors.chains import ChainProfiles, load_chain_profiles
+from streams.executors.settlement import Settlement
+from streams.paths import INFRA_DIR
 from streams.risk.bookgen import BookAccount, account_states, strip_rules
 from streams.risk.engine import EngineConfig, PartitionEngine
-from streams.risk.pricing import option_greeks
-from streams.risk.volatility import YEAR_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +63,18 @@ class PriceTick:
     price: float
 
 
+def default_chains() -> ChainProfiles:
+    """The bundled chain profiles (infra/chains.toml)."""
+    return load_chain_profiles(INFRA_DIR / "chains.toml")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimulationConfig:
-    """How executions and liquidations are simulated."""
+    """How executions and liquidations are simulated: the chains' profiles (settlement
+    latency and venue costs), the liquidation penalty, the oracle band given to every path
+    price, the engine's settings."""
 
-    latency: int = 1
-    fee_bps: float = 5.0
-    base_slippage_bps: float = 5.0
-    impact_bps_per_million: float = 10.0
+    chains: ChainProfiles = field(default_factory=default_chains)
     liquidation_penalty: float = 0.01
     confidence_bps: float = 0.0
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -188,10 +193,11 @@ class _Run:
     def __init__(self, book: Sequence[BookAccount], config: SimulationConfig) -> None:
         self.config = config
         self.engine = PartitionEngine(config.engine, account_states(book))
+        self.settlement = Settlement(config.chains)
         self.result = RunResult(accounts=len(book), initial_collateral=math.fsum(
             c.balance for a in book for c in a.collateral))
-        self.queue: dict[str, deque[tuple[int, ScalingCommand]]] = {}
-        self.seen: dict[str, int] = {}
+        # reports in flight: (executed_at, command id, report), released in that order
+        self.in_flight: list[tuple[int, str, ExecutionReport, ScalingCommand]] = []
         self.sequence: dict[str, int] = {}
         self.offset = 0
         self.dead: set[str] = set()
@@ -202,13 +208,8 @@ class _Run:
         return RiskInput(topic, 0, self.offset, body)  # type: ignore[arg-type]
 
     def step(self, tick: PriceTick) -> None:
-        count = self.seen[tick.asset] = self.seen.get(tick.asset, 0) + 1
         self.prices[tick.asset] = tick.price
-        due = self.queue.get(tick.asset)
-        while due and due[0][0] <= count:
-            _, command = due.popleft()
-            if command.account_id not in self.dead:
-                self._execute(command, tick)
+        self._release(tick.time_ms)
         seq = self.sequence[tick.asset] = self.sequence.get(tick.asset, 0) + 1
         conf = tick.price * self.config.confidence_bps / 1e4
         price = ConsensusPrice(tick.asset, tick.time_ms, tick.price, conf, PriceStatus.OK, 0.0,
@@ -217,67 +218,36 @@ class _Run:
             self.result.commands += 1
             key = command.reason.value
             self.result.by_reason[key] = self.result.by_reason.get(key, 0) + 1
-            asset = command.provenance.asset
-            self.queue.setdefault(asset, deque()).append(
-                (self.seen.get(asset, 0) + self.config.latency, command))
+            report = self.settlement.settle(command)
+            heapq.heappush(self.in_flight, (report.executed_at, command.command_id, report,
+                                            command))
         self._liquidate(tick)
 
-    def _execute(self, command: ScalingCommand, tick: PriceTick) -> None:
-        cfg = self.config
-        status, reason = ExecutionStatus.FILLED, ""
-        filled = price = fee = amount = 0.0
-        if tick.time_ms > command.deadline:
-            status, reason = ExecutionStatus.EXPIRED, "deadline"
-        elif command.action is CommandAction.TOP_UP:
-            amount = command.amount
-            self.result.topped_up += amount
-        else:
-            ref = self._reference(command, tick)
-            notional = command.quantity * tick.price
-            slip = (cfg.base_slippage_bps + cfg.impact_bps_per_million * notional / 1e6) / 1e4
-            sign = 1.0 if command.side is Side.BUY else -1.0
-            price = ref * (1.0 + sign * slip)
-            beyond = price > command.limit_price if sign > 0 else price < command.limit_price
-            if beyond:
-                status, reason, price = ExecutionStatus.REJECTED, "limit", 0.0
-            else:
-                filled = sign * command.quantity
-                fee = command.quantity * price * cfg.fee_bps / 1e4
-                self.result.fees += fee
-                self.result.slippage += command.quantity * abs(price - ref)
+    def _release(self, until: int) -> None:
+        """Hand the engine every report settled at or before `until` (an account closed out
+        in the meantime gets none)."""
+        while self.in_flight and self.in_flight[0][0] <= until:
+            _, _, report, command = heapq.heappop(self.in_flight)
+            if command.account_id in self.dead:
+                continue
+            self._count(report, command)
+            self.engine.apply(self._input("sim.reports", report))
+
+    def _count(self, report: ExecutionReport, command: ScalingCommand) -> None:
         counter = {ExecutionStatus.FILLED: "filled", ExecutionStatus.REJECTED: "rejected",
-                   ExecutionStatus.EXPIRED: "expired"}[status]
+                   ExecutionStatus.EXPIRED: "expired"}[report.status]
         setattr(self.result, counter, getattr(self.result, counter) + 1)
-        if status is not ExecutionStatus.FILLED:
-            key = f"{command.reason.value}:{status.value}"
+        if report.status is not ExecutionStatus.FILLED:
+            key = f"{command.reason.value}:{report.status.value}"
             missed = self.result.not_filled_by_reason
             missed[key] = missed.get(key, 0) + 1
-        report = ExecutionReport(
-            report_id=f"sim-{command.command_id}", command_id=command.command_id,
-            account_id=command.account_id, chain=command.chain, status=status, reason=reason,
-            action=command.action, instrument=command.instrument, filled_quantity=filled,
-            fill_price=price, fee=fee, top_up_amount=amount, executed_at=tick.time_ms,
-            venue="sim")
-        self.engine.apply(self._input("sim.reports", report))
-
-    def _reference(self, command: ScalingCommand, tick: PriceTick) -> float:
-        inst = command.instrument
-        if inst is None or not inst.is_option:
-            return tick.price
-        position = self._position(command)
-        vol = position.implied_vol if position and position.implied_vol is not None \
-            else self.config.engine.default_vol
-        T = ((inst.expiry_ms or 0) - tick.time_ms) / YEAR_MS
-        greeks = option_greeks([tick.price], [inst.strike], [T], self.config.engine.rate, 0.0,
-                               [vol], [inst.option_type is OptionType.CALL],
-                               [inst.model is PricingModel.BLACK76])
-        return float(greeks.price[0])
-
-    def _position(self, command: ScalingCommand) -> Position | None:
-        pending = self.engine.pending_command(command.account_id, command.command_id)
-        if pending is None or pending.position_id is None:
-            return None
-        return self.engine.position(command.account_id, pending.position_id)
+            return
+        self.result.topped_up += report.top_up_amount
+        if report.filled_quantity:
+            reference = command.trigger.get("reference_price", command.provenance.price)
+            quantity = abs(report.filled_quantity)
+            self.result.fees += report.fee
+            self.result.slippage += quantity * abs(report.fill_price - reference)
 
     def _liquidate(self, tick: PriceTick) -> None:
         for account_id in self.engine.accounts_below(1.0):
@@ -325,8 +295,6 @@ def simulate(ticks: Sequence[PriceTick], book: Sequence[BookAccount],
              config: SimulationConfig | None = None, policy: bool = True) -> SimulationReport:
     """Run the path without the policy (always) and with it (unless `policy` is False)."""
     config = config or SimulationConfig()
-    if config.latency < 0:
-        raise ConfigError("latency must be >= 0 observations")
     baseline = run_path(ticks, strip_rules(book), config)
     with_policy = run_path(ticks, book, config) if policy else None
     return SimulationReport(
@@ -354,9 +322,9 @@ def format_report(report: SimulationReport, book_source: str,
         f" {_iso(report.start_ms)} -> {_iso(report.end_ms)}",
         f"book: {base.accounts} accounts ({book_source}),"
         f" collateral {_money(base.initial_collateral)}",
-        f"execution: fills at the asset's price {config.latency} observation(s) later,"
-        f" slippage {config.base_slippage_bps:g} bps + {config.impact_bps_per_million:g} bps"
-        f"/$1M, fee {config.fee_bps:g} bps; liquidation below margin ratio 1, penalty"
+        "execution: the executors' simulated venues (infra/chains.toml), settled after "
+        + ", ".join(f"{chain} {ms:g} ms" for chain, ms in config.chains.settlement_ms().items())
+        + f"; liquidation below margin ratio 1, penalty"
         f" {100 * config.liquidation_penalty:g}% of notional",
         "",
         f"without policy: {len(base.liquidated)} liquidated, penalties"

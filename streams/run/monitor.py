@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streams.app.partitioning import account_partition
 from streams.archive.archiver import archived_topics
 from streams.codecs import decode
 from streams.config import Settings
-from streams.domain import AccountState, DeadLetter, ExecutionReport, ScalingCommand
+from streams.domain import (
+    AccountState,
+    ConsensusPrice,
+    DeadLetter,
+    ExecutionReport,
+    OracleObservation,
+    RiskInput,
+    ScalingCommand,
+)
 from streams.errors import CodecError, InfraError
 from streams.infra.broker import client_config
-from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, ORACLE_PRICES
+from streams.run.hops import CommandStamp, HopRecords
+from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, ORACLE_PRICES, ORACLE_TICKS, RISK_INPUTS
 
 log = logging.getLogger(__name__)
 ACCOUNTS_CHANGELOG = "aps-risk-accounts-changelog"
@@ -36,6 +46,7 @@ class RunFigures:
     reports: dict[str, ExecutionReport] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accounts: dict[str, AccountState] = field(default_factory=dict)
+    hops: HopRecords = field(default_factory=HopRecords)
     undecodable: int = 0
 
     def commands_by(self, attribute: str) -> Counter[str]:
@@ -56,6 +67,7 @@ class TopicMonitor:
 
     def __init__(self, bootstrap: str, settings: Settings) -> None:
         self.bootstrap = bootstrap
+        self.partitions = settings.partitions
         self.topics = archived_topics(settings)
         self.figures = RunFigures()
         self.lock = threading.Lock()
@@ -142,7 +154,8 @@ class TopicMonitor:
                 with self.lock:
                     for message in messages:
                         if message.error() is None:
-                            self._record(message.topic(), message.value())
+                            self._record(message.topic(), message.value(),
+                                         message.timestamp()[1], message.partition())
                             key = (message.topic(), message.partition())
                             self.figures.ends[key] = max(self.figures.ends.get(key, 0),
                                                          message.offset() + 1)
@@ -150,18 +163,36 @@ class TopicMonitor:
             log.exception("topic monitor failed")
             self.error = exc
 
-    def _record(self, topic: str, value: bytes | None) -> None:
+    def _record(self, topic: str, value: bytes | None, ts: int, partition: int) -> None:
         figures = self.figures
         figures.per_topic[topic] += 1
         if value is None:
             return
+        hops = figures.hops
         try:
             if topic.startswith("exec.") and topic.endswith(".commands"):
                 command = decode(value, ScalingCommand)
                 figures.commands[command.command_id] = command
+                prov = command.provenance
+                hops.commands[command.command_id] = CommandStamp(
+                    ts, account_partition(command.account_id, self.partitions), prov.asset,
+                    prov.price_event_time)
             elif topic == EXECUTION_REPORTS:
                 report = decode(value, ExecutionReport)
                 figures.reports[report.command_id] = report
+                HopRecords.first(hops.reports, report.command_id, ts)
+            elif topic == ORACLE_TICKS:
+                HopRecords.first(hops.ticks, decode(value, OracleObservation).received_at, ts)
+            elif topic == ORACLE_PRICES:
+                price = decode(value, ConsensusPrice)
+                HopRecords.first(hops.prices, (price.asset, price.event_time), ts)
+            elif topic == RISK_INPUTS:
+                body = decode(value, RiskInput).body
+                if isinstance(body, ConsensusPrice):
+                    HopRecords.first(hops.risk_prices, (partition, body.asset, body.event_time),
+                                     ts)
+                elif isinstance(body, ExecutionReport):
+                    HopRecords.first(hops.risk_reports, body.command_id, ts)
             elif topic == DEAD_LETTER:
                 figures.dead_letters.append(decode(value, DeadLetter))
             elif topic == ACCOUNTS_CHANGELOG:

@@ -66,6 +66,10 @@ class ScenarioProducer:
         if on_progress is not None:
             on_progress(len(observations))
 
+    def close(self) -> None:
+        """Release the producer (before the broker goes away, so it does not retry)."""
+        self._producer.close()
+
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every message to be acknowledged; raise if any failed."""
         remaining = self._producer.flush(timeout)

@@ -17,6 +17,7 @@ undercounts any topic written in multi-record batches.
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import time
@@ -33,15 +34,19 @@ from streams.archive.archiver import ArchiverProgress, run_archiver
 from streams.archive.backends import open_archive
 from streams.config import Settings
 from streams.errors import InfraError
+from streams.executors.chains import load_chain_profiles
+from streams.oracle.feeds import load_feeds
+from streams.run.hops import HopStats, hop_latencies
 from streams.run.lag import group_behind
+from streams.run.metrics import stage_wait_max
 from streams.run.monitor import TopicMonitor
+from streams.run.offline import OfflineResult, run_offline
 from streams.run.producer import ScenarioProducer
 from streams.run.stack import Stack
 from streams.scenario.bundled import Scenario, bundled_scenario
 from streams.topics import (
     ACCOUNT_EVENTS,
     EXECUTION_REPORTS,
-    ORACLE_PRICES,
     ORACLE_TICKS,
     RISK_INPUTS,
     exec_commands,
@@ -62,6 +67,7 @@ class RunOptions:
     drain_timeout_s: float = 240.0
     quiet_s: float = 3.0
     malformed_inputs: bool = True
+    offline: bool = True
 
 
 @dataclass
@@ -78,6 +84,10 @@ class RunReport:
     commands_without_report: list[str]
     near_liquidation: list[tuple[str, float]]
     breached: list[str]
+    live_commands: set[str] = field(default_factory=set)
+    hops: list[HopStats] = field(default_factory=list)
+    stage_wait_max_s: dict[str, float] = field(default_factory=dict)
+    offline: OfflineResult | None = None
     archive_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
@@ -85,6 +95,23 @@ class RunReport:
     def archive_matches(self) -> bool:
         """True when every topic's archived rows equal the messages in the topic."""
         return all(self.archive_counts.get(t, 0) == n for t, n in self.topic_counts.items())
+
+    @property
+    def accounts(self) -> int:
+        """Accounts in the scenario's book."""
+        return len({e.account_id for e in self.scenario.account_events})
+
+    def breach_allowance(self) -> int:
+        """How many more accounts past maintenance than offline a live run may have:
+        max(2, 1% of the accounts) (the target of docs/performance.md)."""
+        return max(2, math.ceil(0.01 * self.accounts))
+
+    @property
+    def live_matches_offline(self) -> bool | None:
+        """True when live is within `breach_allowance` of offline (None: no offline run)."""
+        if self.offline is None:
+            return None
+        return len(self.breached) <= len(self.offline.breached) + self.breach_allowance()
 
 
 class ArchiverThread:
@@ -176,18 +203,40 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
         try:
             run = _Run(stack, monitor, archiver, options, console)
             producer = ScenarioProducer(bootstrap, idempotent=not settings.embedded_broker)
-            run.load_book(producer, scenario)
-            run.play_market(producer, scenario)
+            try:
+                run.load_book(producer, scenario)
+                run.play_market(producer, scenario)
+            finally:
+                producer.close()
             run.drain()
+            waits = stage_wait_max(child.web_port for child in stack.children)
             if on_drained is not None:
                 on_drained(bootstrap)
         finally:
             monitor.stop()
             archiver.stop()
-        report = _report(scenario, monitor)
+        report = _report(scenario, monitor, settings.partitions)
+        report.stage_wait_max_s = waits
     report.archive_counts = archive_topic_counts(settings)
+    if options.offline:
+        report.offline = _offline(settings, scenario, console)
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _offline(settings: Settings, scenario: Scenario, console: Console) -> OfflineResult:
+    """The offline twin of the run (streams.run.offline), with a progress line."""
+    started = time.monotonic()
+    with console.status("offline run: the same book and prices, no broker") as spinner:
+        def progress(done: int, total: int) -> None:
+            spinner.update(f"offline run: {done}/{total} observations")
+
+        result = run_offline(scenario, load_feeds(settings.feeds_file),
+                             load_chain_profiles(settings.chains_file), settings.partitions,
+                             on_progress=progress)
+    console.print(f"offline run: {result.prices} prices, {len(result.commands)} commands in "
+                  f"{time.monotonic() - started:.0f}s")
+    return result
 
 
 class _Run:
@@ -202,7 +251,7 @@ class _Run:
         self.console = console
         settings = stack.settings
         self.groups = {
-            APP_ID: [ORACLE_TICKS, ACCOUNT_EVENTS, ORACLE_PRICES, EXECUTION_REPORTS, RISK_INPUTS],
+            APP_ID: [ORACLE_TICKS, ACCOUNT_EVENTS, EXECUTION_REPORTS, RISK_INPUTS],
             **{executor_app_id(c): [exec_commands(c)] for c in settings.chains},
         }
 
@@ -293,7 +342,7 @@ class _Run:
         self.wait("draining the pipeline", drained, self.options.drain_timeout_s, status)
 
 
-def _report(scenario: Scenario, monitor: TopicMonitor) -> RunReport:
+def _report(scenario: Scenario, monitor: TopicMonitor, partitions: int) -> RunReport:
     with monitor.lock:
         f = monitor.figures
         accounts = dict(f.accounts)
@@ -310,4 +359,6 @@ def _report(scenario: Scenario, monitor: TopicMonitor) -> RunReport:
             commands_without_report=sorted(set(f.commands) - set(f.reports)),
             near_liquidation=near,
             breached=sorted(a for a, s in accounts.items() if s.breached_maintenance),
+            live_commands=set(f.commands),
+            hops=hop_latencies(f.hops, partitions),
         )

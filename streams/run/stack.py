@@ -82,9 +82,11 @@ class Stack:
             "APS_PARTITIONS": str(self.settings.partitions),
             "APS_CHAINS": ",".join(self.settings.chains),
             "APS_FEEDS_FILE": str(self.settings.feeds_file),
+            "APS_CHAINS_FILE": str(self.settings.chains_file),
             "APS_COMMAND_KEY": self.settings.command_key,
             "APS_WEB_PORT": str(web_port),
             "APS_LOG_LEVEL": self.settings.log_level,
+            "APS_FETCH_WAIT_MS": str(self.settings.fetch_wait_ms),
             "PYTHONUNBUFFERED": "1",
         })
         if self.settings.clickhouse_url:

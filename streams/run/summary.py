@@ -21,6 +21,40 @@ def _counter_table(title: str, counter: Counter[str], label: str) -> Table:
     return table
 
 
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.0f}"  # NaN: no sample
+
+
+def _hop_table(report: RunReport) -> Table:
+    table = Table(title="Latency per hop, ms (from the records' Kafka timestamps)",
+                  title_justify="left")
+    for name, justify in (("hop", "left"), ("count", "right"), ("p50", "right"),
+                          ("p99", "right"), ("max", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for hop in report.hops:
+        table.add_row(hop.hop.replace("_", " "), str(hop.count), _ms(hop.p50), _ms(hop.p99),
+                      _ms(hop.max))
+    return table
+
+
+def _print_live_vs_offline(report: RunReport, console: Console) -> None:
+    offline = report.offline
+    if offline is None:
+        return
+    live = set(report.breached)
+    same = report.live_commands & offline.commands
+    verdict = ("[green]within[/]" if report.live_matches_offline else "[red]OUTSIDE[/]")
+    console.print(
+        f"past maintenance, live vs offline (same book and prices, the executors' settlement"
+        f" model): live {len(live)}, offline {len(offline.breached)}; {verdict} the target"
+        f" live <= offline + {report.breach_allowance()}")
+    console.print(
+        f"commands, live vs offline: live {len(report.live_commands)}, offline"
+        f" {len(offline.commands)}, identical ids {len(same)}; only live"
+        f" {len(report.live_commands - offline.commands)}, only offline"
+        f" {len(offline.commands - report.live_commands)}")
+
+
 def print_summary(report: RunReport, console: Console) -> None:
     """Events per topic, commands by reason and chain, executions, accounts near or past
     liquidation, archive check, and how to query the history."""
@@ -50,12 +84,18 @@ def print_summary(report: RunReport, console: Console) -> None:
     if len(report.near_liquidation) > 15:
         near.add_row(f"... {len(report.near_liquidation) - 15} more", "", "")
     console.print(near)
-    accounts = len({e.account_id for e in report.scenario.account_events})
+    accounts = report.accounts
     console.print(
         f"accounts: {accounts}, with commands: {len(report.accounts_with_commands)}, "
         f"past maintenance: {len(report.breached)}; commands without a report: "
         f"{len(report.commands_without_report)}"
     )
+    console.print(_hop_table(report))
+    if report.stage_wait_max_s:
+        worst = ", ".join(f"{stage} {1000 * wait:.0f} ms"
+                          for stage, wait in sorted(report.stage_wait_max_s.items()))
+        console.print(f"worst lag per stage (oldest record of a batch when it started): {worst}")
+    _print_live_vs_offline(report, console)
     verdict = "[green]match[/]" if report.archive_matches else "[red]DO NOT match[/]"
     console.print(f"archive row counts {verdict} topic counts")
     console.print(f"finished in {report.elapsed_s:.0f}s. Query the history with:\n"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from streams.domain import CommandAction, ExecutionStatus, Side
-from streams.executors import executor_for
+from streams.executors import executor_for, load_chain_profiles
 from streams.executors.venue import SimulatedVenue, VenueParams
+from streams.paths import INFRA_DIR
 from tests.unit.factories import command
 
 VENUE = SimulatedVenue("arbitrum", VenueParams("sim", fee_bps=4.0, base_slippage_bps=4.0,
@@ -54,9 +57,24 @@ def test_report_time_never_precedes_the_command() -> None:
     assert VENUE.execute(command(created_at=9_000, deadline=70_000), now_ms=0).executed_at == 9_000
 
 
+def test_a_command_settles_its_chains_latency_after_it_was_created() -> None:
+    slow = SimulatedVenue("ethereum", VenueParams("sim", 5.0, 3.0, 8.0, settlement_ms=12_000))
+    report = slow.execute(command(created_at=9_000, deadline=70_000), now_ms=50_000)
+    assert report.status is ExecutionStatus.FILLED
+    assert report.executed_at == 21_000  # created_at + settlement, whatever the clock says
+
+
+def test_a_command_that_would_settle_after_its_deadline_expires() -> None:
+    slow = SimulatedVenue("ethereum", VenueParams("sim", 5.0, 3.0, 8.0, settlement_ms=12_000))
+    report = slow.execute(command(created_at=50_000, deadline=61_000), now_ms=50_000)
+    assert report.status is ExecutionStatus.EXPIRED and report.executed_at == 62_000
+
+
 def test_every_configured_chain_has_an_executor() -> None:
+    profiles = load_chain_profiles(INFRA_DIR / "chains.toml")
     for chain in ("ethereum", "arbitrum", "solana", "base"):
-        assert executor_for(chain).chain == chain
+        assert executor_for(chain, profiles).chain == chain
+    assert profiles.profile("base") == replace(profiles.default, chain="base")
 
 
 def test_option_trades_fill_at_the_option_mark_not_the_underlying() -> None:

@@ -59,7 +59,7 @@ def crash_book() -> list[BookAccount]:
 def test_crash_the_policy_protects_accounts_that_die_without_it() -> None:
     path = crash_path(60_000.0, 900, seed=11, jump_at=300, jump=-0.30, jump_steps=120)
     ticks = [PriceTick(t, "BTC", p) for t, p in path]
-    report = simulate(ticks, crash_book(), SimulationConfig(latency=1))
+    report = simulate(ticks, crash_book(), SimulationConfig())
     assert report.policy is not None
     assert report.baseline.liquidated == ["long-4x-no-reserve", "long-5x", "short-puts"]
     assert report.policy.liquidated == []

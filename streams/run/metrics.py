@@ -1,0 +1,36 @@
+"""Reading the Prometheus metrics the run's processes serve (for the summary)."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(port: int, timeout: float = 2.0) -> dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                    float]:
+    """Every sample served at http://127.0.0.1:`port`/metrics, by (name, sorted labels);
+    empty if the process does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def stage_wait_max(ports: Iterable[int]) -> dict[str, float]:
+    """Worst `aps_stage_wait_max_seconds` per stage over the processes on `ports`."""
+    worst: dict[str, float] = {}
+    for port in ports:
+        for (name, labels), value in scrape(port).items():
+            if name != "aps_stage_wait_max_seconds":
+                continue
+            stage = dict(labels).get("stage", "?")
+            worst[stage] = max(worst.get(stage, 0.0), value)
+    return worst
