@@ -36,7 +36,7 @@ class Settings:
     command_key: str = field(default=DEV_COMMAND_KEY, repr=False)
     web_port: int = 6066
     log_level: str = "warn"
-    fetch_wait_ms: int = 10
+    fetch_wait_ms: int = 20
 
     @property
     def embedded_broker(self) -> bool:

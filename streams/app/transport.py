@@ -8,10 +8,12 @@ waits for it: on the embedded Tansu broker every hop cost 0-750 ms (p50 365 ms).
 of the decision loop (tick -> price -> risk input -> command -> report) paid it.
 
 `LowLatencyTransport` is the same driver with the wait set from ``APS_FETCH_WAIT_MS``
-(default 10 ms): measured on Tansu, a hop then takes a few milliseconds (aiokafka at 5 ms:
-p50 3.0 ms, p99 7.9 ms; at 20 ms: p50 3.4 ms, p99 14 ms), for a few percent of broker CPU
-per idle consumer (an empty fetch every few ms instead of every 750 ms). Nothing else in
-the driver changes.
+(default 20 ms). Tansu answers an empty fetch after about half the wait and does not wake a
+waiting fetch when a record arrives, so a hop costs up to half the wait plus about a
+millisecond. The price is broker CPU on idle topics, measured on this 2-core machine with
+four idle consumers of 13 partitions each (docs/performance.md): wait 10 ms, broker 35% +
+clients 19% of a core; 25 ms, 18% + 10%; 50 ms, 11% + 6%. 20 ms keeps a hop under ~12 ms
+for about a quarter of a core of polling. Nothing else in the driver changes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 # set on the class by `configure` before the app starts (one value per process)
-_fetch_wait_ms = 10
+_fetch_wait_ms = 20
 
 
 def configure(fetch_wait_ms: int) -> None:

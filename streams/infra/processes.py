@@ -18,3 +18,11 @@ def die_with_parent() -> None:
         return
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def lower_priority(increment: int) -> None:
+    """Make the calling process `increment` nice levels kinder to the others (POSIX)."""
+    import os
+
+    if increment > 0 and hasattr(os, "nice"):
+        os.nice(increment)

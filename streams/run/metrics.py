@@ -34,3 +34,28 @@ def stage_wait_max(ports: Iterable[int]) -> dict[str, float]:
             stage = dict(labels).get("stage", "?")
             worst[stage] = max(worst.get(stage, 0.0), value)
     return worst
+
+
+def archive_lag_max(ports: Iterable[int]) -> float | None:
+    """Worst archive delay (`aps_archive_delay_seconds`: age of a batch's oldest message
+    when it was committed), from the largest histogram bucket that holds every batch: an
+    upper bound; None if no process serves it."""
+    for port in ports:
+        buckets = sorted((float(dict(labels)["le"]), value)
+                         for (name, labels), value in scrape(port).items()
+                         if name == "aps_archive_delay_seconds_bucket")
+        if not buckets:
+            continue
+        total = buckets[-1][1]
+        for bound, count in buckets:
+            if count >= total:
+                return bound
+    return None
+
+
+def archived_rows(port: int) -> int | None:
+    """Rows the archiver on `port` has inserted (`aps_archived_rows_total`), None if it
+    does not answer."""
+    samples = scrape(port, timeout=0.5)
+    rows = [v for (name, _), v in samples.items() if name == "aps_archived_rows_total"]
+    return int(sum(rows)) if samples else None

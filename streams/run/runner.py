@@ -2,13 +2,15 @@
 
 Order of a run: clean the previous embedded run's local state, start the broker (embedded
 unless APS_KAFKA_BOOTSTRAP is set) and create the topics, start the worker and one executor
-per chain as processes and the archiver in this process (so the run can read its embedded
-archive while it is open), load the book of accounts and wait until the sequencer has put
-every account event on risk.inputs (so every partition's log starts with its accounts),
-play the oracle observations paced in event time, wait until the pipeline is drained (every
-command has a report, nothing moved for a while, the archiver has stored every message the
-monitor saw), stop the archiver, read the archive's row counts, print the summary, stop
-everything.
+per chain and the archiver as processes (the archiver at a lower priority, so that on a
+busy machine the decision path gets the CPU first), load the book of accounts and wait
+until the sequencer has put every account event on risk.inputs (so every partition's log
+starts with its accounts), play the oracle observations paced in event time, wait until
+the pipeline is drained (every
+command has a report, nothing moved for a while, every consumer group, the archiver's
+included, has committed every message the monitor saw), read the processes' metrics, stop
+the archiver (it commits and closes the archive), read the archive's row counts, run the
+offline twin of the scenario, print the summary, stop everything.
 
 Progress is measured by counting messages, never by high watermarks: Tansu 0.6 reports a
 partition's high watermark as the base offset of its last record batch plus one, which
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +31,8 @@ from rich.console import Console
 from streams.app.executor_app import executor_app_id
 from streams.app.worker import APP_ID
 from streams.archive import history
-from streams.archive.archiver import ArchiverProgress, run_archiver
+from streams.archive.archiver import GROUP_ID as ARCHIVER_GROUP
+from streams.archive.archiver import archived_topics
 from streams.archive.backends import open_archive
 from streams.config import Settings
 from streams.errors import InfraError
@@ -38,7 +40,7 @@ from streams.executors.chains import load_chain_profiles
 from streams.oracle.feeds import load_feeds
 from streams.run.hops import HopStats, hop_latencies
 from streams.run.lag import group_behind
-from streams.run.metrics import stage_wait_max
+from streams.run.metrics import archive_lag_max, archived_rows, stage_wait_max
 from streams.run.monitor import TopicMonitor
 from streams.run.offline import OfflineResult, run_offline
 from streams.run.producer import ScenarioProducer
@@ -87,6 +89,7 @@ class RunReport:
     live_commands: set[str] = field(default_factory=set)
     hops: list[HopStats] = field(default_factory=list)
     stage_wait_max_s: dict[str, float] = field(default_factory=dict)
+    archive_lag_max_s: float | None = None
     offline: OfflineResult | None = None
     archive_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -112,42 +115,6 @@ class RunReport:
         if self.offline is None:
             return None
         return len(self.breached) <= len(self.offline.breached) + self.breach_allowance()
-
-
-class ArchiverThread:
-    """The archiver running in this process, with its latest progress."""
-
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
-        self.stop_event = threading.Event()
-        self.progress = ArchiverProgress()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(settings, bootstrap),
-                                        name="archiver", daemon=True)
-
-    def _run(self, settings: Settings, bootstrap: str) -> None:
-        try:
-            run_archiver(settings, bootstrap, self.stop_event, self._on_progress)
-        except BaseException as exc:  # reported by check(), the run fails with it
-            self.error = exc
-
-    def _on_progress(self, progress: ArchiverProgress) -> None:
-        self.progress = progress
-
-    def start(self) -> ArchiverThread:
-        """Start archiving in the background."""
-        self._thread.start()
-        return self
-
-    def check(self) -> None:
-        """Raise if the archiver died."""
-        if self.error is not None:
-            raise InfraError(f"archiver failed: {self.error}") from self.error
-
-    def stop(self) -> None:
-        """Finish the batch in hand, commit, close the archive."""
-        self.stop_event.set()
-        self._thread.join(timeout=60)
-        self.check()
 
 
 def reset_embedded_state(settings: Settings) -> None:
@@ -191,17 +158,16 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
     scenario = bundled_scenario(accounts=options.accounts, seed=options.seed,
                                 duration_s=options.duration_s, feeds_file=settings.feeds_file,
                                 chains=settings.chains)
-    with Stack(settings, settings.data_dir / "logs", archiver=False) as stack:
+    with Stack(settings, settings.data_dir / "logs", archiver=True) as stack:
         where = "embedded Tansu" if settings.embedded_broker else settings.kafka_bootstrap
         console.print(f"[bold]APS[/] starting broker ({where})")
         bootstrap = stack.start_broker()
         stack.start_processes()
-        archiver = ArchiverThread(settings, bootstrap).start()
-        console.print(f"started {', '.join(c.name for c in stack.children)} and the archiver "
+        console.print(f"started {', '.join(c.name for c in stack.children)} "
                       f"(logs in {stack.log_dir})")
         monitor = TopicMonitor(bootstrap, settings).start()
         try:
-            run = _Run(stack, monitor, archiver, options, console)
+            run = _Run(stack, monitor, options, console)
             producer = ScenarioProducer(bootstrap, idempotent=not settings.embedded_broker)
             try:
                 run.load_book(producer, scenario)
@@ -209,14 +175,17 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
             finally:
                 producer.close()
             run.drain()
-            waits = stage_wait_max(child.web_port for child in stack.children)
+            ports = [child.web_port for child in stack.children]
+            waits = stage_wait_max(ports)
+            archive_lag = archive_lag_max(ports)
             if on_drained is not None:
                 on_drained(bootstrap)
+            stack.stop_process("archiver")  # commits its last batch and closes the archive
         finally:
             monitor.stop()
-            archiver.stop()
         report = _report(scenario, monitor, settings.partitions)
         report.stage_wait_max_s = waits
+        report.archive_lag_max_s = archive_lag
     report.archive_counts = archive_topic_counts(settings)
     if options.offline:
         report.offline = _offline(settings, scenario, console)
@@ -240,25 +209,24 @@ def _offline(settings: Settings, scenario: Scenario, console: Console) -> Offlin
 
 
 class _Run:
-    """The waiting steps of a run, each watching the stack, the monitor and the archiver."""
+    """The waiting steps of a run, each watching the stack and the monitor."""
 
-    def __init__(self, stack: Stack, monitor: TopicMonitor, archiver: ArchiverThread,
-                 options: RunOptions, console: Console) -> None:
+    def __init__(self, stack: Stack, monitor: TopicMonitor, options: RunOptions,
+                 console: Console) -> None:
         self.stack = stack
         self.monitor = monitor
-        self.archiver = archiver
         self.options = options
         self.console = console
         settings = stack.settings
         self.groups = {
             APP_ID: [ORACLE_TICKS, ACCOUNT_EVENTS, EXECUTION_REPORTS, RISK_INPUTS],
             **{executor_app_id(c): [exec_commands(c)] for c in settings.chains},
+            ARCHIVER_GROUP: archived_topics(settings),
         }
 
     def check(self) -> None:
-        """Raise if a process or the archiver died, or the monitor failed."""
+        """Raise if a process died or the monitor failed."""
         self.stack.check_alive()
-        self.archiver.check()
         self.monitor.check()
 
     def wait(self, what: str, condition: Callable[[], bool], timeout: float,
@@ -308,8 +276,9 @@ class _Run:
                 return
             last_print[0] = now
             self.check()
-            self.console.print(f"  ticks {sent:>6}/{total}  {self.monitor.line()}  "
-                               f"archived {self.archiver.progress.messages}", soft_wrap=True)
+            archived = archived_rows(self.stack.child("archiver").web_port)
+            self.console.print(f"  ticks {sent:>6}/{total}  {self.monitor.line()}  archived "
+                               f"{'?' if archived is None else archived}", soft_wrap=True)
 
         producer.send_observations(observations, self.options.speed, progress)
 
@@ -317,8 +286,7 @@ class _Run:
         """Wait until the pipeline is idle: nothing moved for `quiet_s` seconds, every
         command has a report, every consumer group has committed every message the monitor
         has seen on its inputs (Faust commits only after processing and flushing what the
-        processing produced), and the archiver has stored as many messages as the monitor
-        has seen."""
+        processing produced), the archiver's group too (it commits after inserting)."""
         last_snapshot: tuple[tuple[str, int], ...] = ()
         last_change = time.monotonic()
         behind: int | str = "?"
@@ -333,11 +301,10 @@ class _Run:
                 return False
             behind = sum(group_behind(self.stack.bootstrap, group, self.monitor.ends(topics))
                          for group, topics in self.groups.items())
-            return behind == 0 and self.archiver.progress.messages >= self.monitor.total()
+            return behind == 0
 
         def status() -> str:
-            return (f"{self.monitor.line()}, uncommitted {behind}, archived "
-                    f"{self.archiver.progress.messages}/{self.monitor.total()}")
+            return f"{self.monitor.line()}, uncommitted {behind} (archiver included)"
 
         self.wait("draining the pipeline", drained, self.options.drain_timeout_s, status)
 

@@ -2,7 +2,9 @@
 process each for the pipeline worker, every chain's executor and the archiver.
 
 Each child runs in its own process group and is stopped with SIGTERM (then SIGKILL after a
-grace period), so Ctrl-C or an error leaves no process behind.
+grace period), so Ctrl-C or an error leaves no process behind. The archiver runs at a lower
+scheduling priority (`ARCHIVER_NICE`): on a busy machine the decision path gets the CPU
+first and the archive catches up in the gaps (its lag is reported).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from streams.config import Settings
 from streams.errors import InfraError
 from streams.infra.broker import EmbeddedBroker, create_topics
 from streams.infra.ports import free_port
-from streams.infra.processes import die_with_parent
+from streams.infra.processes import die_with_parent, lower_priority
 from streams.topics import topic_specs
+
+ARCHIVER_NICE = 10
 
 
 @dataclass
@@ -64,7 +68,11 @@ class Stack:
         for chain in self.settings.chains if chains is None else chains:
             self.start_executor(chain)
         if self.with_archiver if archiver is None else archiver:
-            self._spawn("archiver", ["archiver"], web_port=free_port())
+            self.start_archiver()
+
+    def start_archiver(self) -> None:
+        """Start the archiver process (at a lower priority, see the module docstring)."""
+        self._spawn("archiver", ["archiver"], web_port=free_port(), nice=ARCHIVER_NICE)
 
     def start_worker(self, name: str = "worker") -> None:
         """Start one pipeline worker process (several may run: they split the partitions)."""
@@ -74,7 +82,7 @@ class Stack:
         """Start the executor process of `chain`."""
         self._spawn(f"executor-{chain}", ["executor", "--chain", chain], web_port=free_port())
 
-    def _spawn(self, name: str, args: list[str], web_port: int) -> None:
+    def _spawn(self, name: str, args: list[str], web_port: int, nice: int = 0) -> None:
         env = dict(os.environ)
         env.update({
             "APS_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -94,9 +102,13 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        def prepare() -> None:
+            die_with_parent()
+            lower_priority(nice)
+
         proc = subprocess.Popen([sys.executable, "-m", "streams", *args], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=die_with_parent)
+                                start_new_session=True, preexec_fn=prepare)
         log.close()
         self.children.append(Child(name, proc, log_path, web_port))
 

@@ -95,6 +95,9 @@ def print_summary(report: RunReport, console: Console) -> None:
         worst = ", ".join(f"{stage} {1000 * wait:.0f} ms"
                           for stage, wait in sorted(report.stage_wait_max_s.items()))
         console.print(f"worst lag per stage (oldest record of a batch when it started): {worst}")
+    if report.archive_lag_max_s is not None:
+        console.print(f"archive lag (age of a batch's oldest message when it was committed):"
+                      f" at most {report.archive_lag_max_s:g} s")
     _print_live_vs_offline(report, console)
     verdict = "[green]match[/]" if report.archive_matches else "[red]DO NOT match[/]"
     console.print(f"archive row counts {verdict} topic counts")
