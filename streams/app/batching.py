@@ -9,7 +9,8 @@ queued while the previous batch was processed (up to `max_`), which is exactly w
 batching pays. There is no timer, so an idle agent costs nothing.
 
 Acknowledgement is Faust's: the events of a batch are acked after the agent has processed
-it (the consumer commits acked offsets only), as with `take_events`.
+it and asks for the next one (the consumer commits acked offsets only); a batch whose
+processing raised is never acked.
 """
 
 from __future__ import annotations
@@ -60,14 +61,15 @@ class ReadyBatchStream(faust.Stream):
                 if not pending:
                     continue
                 batch = list(pending)
-                try:
-                    yield batch
-                finally:
-                    pending.clear()
-                    for event in batch:
-                        await self.ack(event)
-                    ready.clear()
-                    room.set()
+                # if the agent raises while processing, the generator is closed here and
+                # the batch is never acked: its offsets are not committed, and the worker
+                # (which goes down with the agent) reads it again when it restarts
+                yield batch
+                pending.clear()
+                for event in batch:
+                    await self.ack(event)
+                ready.clear()
+                room.set()
         finally:
             self.enable_acks = enable_acks
             self._processors.remove(collect)

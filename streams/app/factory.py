@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import EventT, StreamT, TopicT, TransportT
+from faust.types import AgentT, EventT, StreamT, TopicT, TransportT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,14 +19,29 @@ from streams.app.latency import observe_batch_start
 from streams.app.metrics import BATCH_SECONDS
 from streams.config import Settings
 
+log = logging.getLogger(__name__)
+
 PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 class ApsApp(faust.App):
-    """A Faust app whose consumer waits at most APS_FETCH_WAIT_MS for new records."""
+    """A Faust app whose consumer waits at most APS_FETCH_WAIT_MS for new records, and
+    whose worker stops (exit code 1, a CRITICAL log line) when an agent fails.
+
+    Faust would log the error and restart the agent with a fresh stream, leaving the failed
+    batch unacked (so nothing after it is ever committed) while the process looks healthy.
+    Stopping makes the failure visible to whatever supervises the process, and a restarted
+    worker reads the uncommitted input again.
+    """
 
     def _new_transport(self) -> TransportT:
         return transport.LowLatencyTransport(self.conf.broker_consumer, self, loop=self.loop)
+
+    async def _on_agent_error(self, agent: AgentT, exc: BaseException) -> None:
+        await super()._on_agent_error(agent, exc)
+        log.critical("agent %s failed: %r; stopping the worker (its input since the last "
+                     "commit is read again on restart)", agent.name, exc, exc_info=exc)
+        await self.crash(exc)
 
 
 def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,

@@ -42,6 +42,22 @@ def bench_archive(
     run(rows=rows, batch=batch, url=url or None)
 
 
+@bench_app.command("live")
+def bench_live(
+    runs: int = typer.Option(3, min=1, help="Runs in a row."),
+    accounts: int = typer.Option(400, min=1, help="Accounts in the generated book."),
+    speed: float = typer.Option(3.0, min=0.0, help="Event time / wall time (as aps run)."),
+    duration: int = typer.Option(300, min=30, help="Seconds of event time per run."),
+) -> None:
+    """The bundled scenario through the live stack: per-hop latency, lag, live vs offline."""
+    from streams.bench.live import run
+    from streams.config import load_settings
+    from streams.run.runner import RunOptions
+
+    run(load_settings(), runs=runs,
+        options=RunOptions(accounts=accounts, speed=speed, duration_s=duration))
+
+
 def register(app: typer.Typer) -> None:
     """Add `aps bench` to the root app."""
     app.add_typer(bench_app, name="bench")
