@@ -42,6 +42,11 @@ class EmbeddedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """Process id of the running broker (None when stopped)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def bootstrap(self) -> str:
         """bootstrap.servers value for clients."""
         return f"127.0.0.1:{self.port}"

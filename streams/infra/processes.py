@@ -26,3 +26,17 @@ def lower_priority(increment: int) -> None:
 
     if increment > 0 and hasattr(os, "nice"):
         os.nice(increment)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a live process has used so far, seconds; None if it is
+    gone or the platform has no /proc."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # fields after the command name: state is [0], utime [11], stime [12] (proc(5))
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

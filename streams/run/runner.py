@@ -20,6 +20,7 @@ undercounts any topic written in multi-record batches.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from streams.archive.backends import open_archive
 from streams.config import Settings
 from streams.errors import InfraError
 from streams.executors.chains import load_chain_profiles
+from streams.infra.processes import cpu_seconds
 from streams.oracle.feeds import load_feeds
 from streams.run.hops import HopStats, hop_latencies
 from streams.run.lag import group_behind
@@ -90,6 +92,7 @@ class RunReport:
     hops: list[HopStats] = field(default_factory=list)
     stage_wait_max_s: dict[str, float] = field(default_factory=dict)
     archive_lag_max_s: float | None = None
+    cpu_s: dict[str, float] = field(default_factory=dict)
     offline: OfflineResult | None = None
     archive_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -176,6 +179,10 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
                 producer.close()
             run.drain()
             ports = [child.web_port for child in stack.children]
+            cpu = stack.cpu_seconds()
+            own = cpu_seconds(os.getpid())
+            if own is not None:
+                cpu["aps run (scenario, monitor)"] = own
             waits = stage_wait_max(ports)
             archive_lag = archive_lag_max(ports)
             if on_drained is not None:
@@ -185,6 +192,7 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
             monitor.stop()
         report = _report(scenario, monitor, settings.partitions)
         report.stage_wait_max_s = waits
+        report.cpu_s = cpu
         report.archive_lag_max_s = archive_lag
     report.archive_counts = archive_topic_counts(settings)
     if options.offline:

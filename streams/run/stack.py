@@ -23,7 +23,7 @@ from streams.config import Settings
 from streams.errors import InfraError
 from streams.infra.broker import EmbeddedBroker, create_topics
 from streams.infra.ports import free_port
-from streams.infra.processes import die_with_parent, lower_priority
+from streams.infra.processes import cpu_seconds, die_with_parent, lower_priority
 from streams.topics import topic_specs
 
 ARCHIVER_NICE = 10
@@ -111,6 +111,14 @@ class Stack:
                                 start_new_session=True, preexec_fn=prepare)
         log.close()
         self.children.append(Child(name, proc, log_path, web_port))
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each running child and the embedded broker, seconds."""
+        pids = {child.name: child.proc.pid for child in self.children}
+        if self.broker is not None and self.broker.pid is not None:
+            pids["broker"] = self.broker.pid
+        used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        return {name: value for name, value in used.items() if value is not None}
 
     def child(self, name: str) -> Child:
         """The running child called `name`."""

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.run.runner import RunReport
+from streams.topics import ORACLE_PRICES
 
 
 def _counter_table(title: str, counter: Counter[str], label: str) -> Table:
@@ -95,6 +96,13 @@ def print_summary(report: RunReport, console: Console) -> None:
         worst = ", ".join(f"{stage} {1000 * wait:.0f} ms"
                           for stage, wait in sorted(report.stage_wait_max_s.items()))
         console.print(f"worst lag per stage (oldest record of a batch when it started): {worst}")
+    if report.cpu_s:
+        prices = report.topic_counts.get(ORACLE_PRICES, 0)
+        worker = report.cpu_s.get("worker")
+        per_price = (f" (worker {1000 * worker / prices:.1f} ms of CPU per consensus price)"
+                     if worker and prices else "")
+        used = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(report.cpu_s.items()))
+        console.print(f"CPU seconds used: {used}{per_price}")
     if report.archive_lag_max_s is not None:
         console.print(f"archive lag (age of a batch's oldest message when it was committed):"
                       f" at most {report.archive_lag_max_s:g} s")
