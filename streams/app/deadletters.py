@@ -1,4 +1,11 @@
-"""Sending refused input to aps.deadletter with a machine-readable reason."""
+"""Sending refused input to aps.deadletter with a machine-readable reason.
+
+A dead letter keeps the refused record's bytes so it can be inspected and replayed, but
+never more than `MAX_PAYLOAD_BYTES` of them (and `MAX_KEY_BYTES` of its key): a record
+close to the broker's size limit would otherwise make a dead letter larger than the
+producer may send, and the stage would fail on every restart. A truncated payload says so
+in the detail, with the original size.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,10 @@ from streams.domain import DeadLetter
 
 log = logging.getLogger(__name__)
 
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_KEY_BYTES = 1024
+MAX_DETAIL_CHARS = 2000
+
 
 class DeadLetterSink:
     """Dead-letters events of one stage; the worker keeps going."""
@@ -21,12 +32,18 @@ class DeadLetterSink:
         self.stage = stage
 
     def send(self, event: EventT, reason: str, detail: str, event_time: int = -1) -> None:
-        """Queue a DeadLetter for `event` (its original bytes are kept verbatim)."""
+        """Queue a DeadLetter for `event`, keeping its bytes (bounded, see module docstring)."""
         message = event.message
         payload = message.value if isinstance(message.value, bytes) else b""
         key = message.key if isinstance(message.key, bytes) else None
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            detail = (f"{detail[:MAX_DETAIL_CHARS - 120]} [payload truncated: first "
+                      f"{MAX_PAYLOAD_BYTES} of {len(payload)} bytes kept]")
+            payload = payload[:MAX_PAYLOAD_BYTES]
+        if key is not None and len(key) > MAX_KEY_BYTES:
+            key = key[:MAX_KEY_BYTES]
         letter = DeadLetter(
-            stage=self.stage, reason=reason, detail=detail[:2000],
+            stage=self.stage, reason=reason, detail=detail[:MAX_DETAIL_CHARS],
             source_topic=message.topic, source_partition=message.partition,
             source_offset=message.offset, key=key, payload=payload, event_time=event_time,
         )

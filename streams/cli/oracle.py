@@ -54,11 +54,12 @@ def consensus(input_path: InputOption, feeds: FeedsOption = None, output: Output
         typer.echo(json.dumps({"kind": "summary", "counters": engine.counters}), err=True)
 
 
-def _open_input(path: str, stack: ExitStack) -> IO[str]:
+def _open_input(path: str, stack: ExitStack) -> IO[bytes]:
+    # bytes: a line that is not UTF-8 becomes a dead letter instead of stopping the run
     if path == "-":
-        return sys.stdin
+        return sys.stdin.buffer
     try:
-        return stack.enter_context(open(path, encoding="utf-8"))
+        return stack.enter_context(open(path, "rb"))
     except OSError as exc:
         typer.echo(f"error: cannot read {path}: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -232,9 +232,10 @@ def decode_datum(payload: bytes, expected: str | None = None) -> tuple[str, Any]
         raise FramingError("payload is not Avro single-object encoded (missing C3 01 marker)")
     writer = registry().by_fingerprint(payload[2:HEADER_LEN])
     reader = registry().get(expected).parsed if expected and expected != writer.name else None
+    body = io.BytesIO(payload[HEADER_LEN:])
     try:
         datum = schemaless_reader(
-            io.BytesIO(payload[HEADER_LEN:]),
+            body,
             writer.parsed,
             reader,
             return_record_name=True,
@@ -245,6 +246,9 @@ def decode_datum(payload: bytes, expected: str | None = None) -> tuple[str, Any]
         raise CodecError(f"{writer.name}: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # fastavro raises its own types on schema resolution failure
         raise CodecError(f"{writer.name}: {type(exc).__name__}: {exc}") from exc
+    extra = len(payload) - HEADER_LEN - body.tell()
+    if extra:
+        raise CodecError(f"{writer.name}: {extra} byte(s) after the end of the record")
     return (expected or writer.name), datum
 
 

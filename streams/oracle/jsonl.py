@@ -35,6 +35,7 @@ from streams.domain import (
 from streams.errors import DomainError
 from streams.oracle import reasons
 from streams.oracle.consensus import ConsensusEngine, Refusal
+from streams.oracle.normalize import MAX_DIGITS
 
 _CHAINLINK_FIELDS = (("round_id", "roundId"), ("answer", "answer"),
                      ("started_at", "startedAt"), ("updated_at", "updatedAt"),
@@ -45,8 +46,8 @@ def parse_line(text: str) -> OracleObservation:
     """One JSON line as an observation (DomainError with a reason code if unusable)."""
     try:
         record = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise DomainError(reasons.MALFORMED_JSON, f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer too long
+        raise DomainError(reasons.MALFORMED_JSON, f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(record, dict):
         raise DomainError(reasons.MALFORMED_JSON, "a line must hold one JSON object")
     return observation_from_json(record)
@@ -129,15 +130,19 @@ def _integer(value: Any, what: str, reason: str) -> int:
     if isinstance(value, bool):
         raise DomainError(reason, f"{what} must be an integer, got {value!r}")
     if isinstance(value, int):
+        if value.bit_length() > 256:  # wider than any oracle integer (int256)
+            raise DomainError(reason, f"{what} has more than 256 bits")
         return value
     if isinstance(value, str):
         digits = value[1:] if value.startswith("-") else value
         if digits.isascii() and digits.isdigit():
-            return int(value)
+            if len(digits) > MAX_DIGITS:
+                raise DomainError(reason, f"{what} has {len(digits)} digits")
+            return _integer(int(value), what, reason)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
             and abs(value) < 2**53:
         return int(value)
-    raise DomainError(reason, f"{what} must be an integer, got {value!r}")
+    raise DomainError(reason, f"{what} must be an integer, got {str(value)[:40]!r}")
 
 
 def _decimal_text(value: Any, what: str, reason: str) -> str:
@@ -179,14 +184,25 @@ def refusal_to_json(line: int, refusal: Refusal, event_time: int) -> dict[str, A
             "reason": refusal.reason, "detail": refusal.detail, "event_time": event_time}
 
 
-def consensus_records(lines: Iterable[str], engine: ConsensusEngine,
+def _text_of(raw: str | bytes) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DomainError(reasons.MALFORMED_JSON, f"line is not UTF-8: {exc}") from None
+
+
+def consensus_records(lines: Iterable[str | bytes], engine: ConsensusEngine,
                       with_dropped: bool = False) -> Iterator[dict[str, Any]]:
     """Run JSON lines through `engine`; yield one object per consensus output and per dead
-    letter (and per drop if `with_dropped`), in order. Blank lines are skipped."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    letter (and per drop if `with_dropped`), in order. Blank lines are skipped; a line of
+    bytes that is not UTF-8 is a dead letter like any other bad line."""
+    for number, raw in enumerate(lines, start=1):
         try:
+            line = _text_of(raw)
+            if not line.strip():
+                continue
             obs = parse_line(line)
         except DomainError as exc:
             yield refusal_to_json(number, engine.refuse_input(exc.reason, exc.detail).refusal, -1)

@@ -86,10 +86,19 @@ def compose_round_id(phase: int, aggregator_round: int) -> int:
     return (phase << PHASE_SHIFT) | aggregator_round
 
 
+# int256, the widest integer an oracle publishes, has 78 decimal digits; a longer string is
+# refused before int() (Python refuses more than 4300 digits with a ValueError of its own)
+MAX_DIGITS = 80
+
+
 def parse_uint(text: str, what: str, reason: str) -> int:
     """A non-negative integer written in ASCII decimal digits, else DomainError(reason)."""
     if type(text) is not str or not text.isascii() or not text.isdigit():
-        raise DomainError(reason, f"{what} is not a non-negative decimal integer: {text!r}")
+        shown = text[:40] if isinstance(text, str) else text
+        raise DomainError(reason, f"{what} is not a non-negative decimal integer: {shown!r}")
+    if len(text) > MAX_DIGITS:
+        raise DomainError(reason, f"{what} has {len(text)} digits, more than any oracle"
+                          f" integer (int256: 78)")
     return int(text)
 
 

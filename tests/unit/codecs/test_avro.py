@@ -173,3 +173,17 @@ def test_every_schema_file_is_loadable_and_unique() -> None:
 def test_default_rules_round_trip() -> None:
     state = AccountState("a", rules=ScalingRules())
     assert decode(encode(state), AccountState) == state
+
+
+def test_a_null_or_non_bytes_payload_is_bad_framing_not_a_crash() -> None:
+    for payload in (None, "text", 42):
+        with pytest.raises(FramingError):
+            decode(payload, AccountEvent)  # type: ignore[arg-type]
+
+
+def test_bytes_after_a_valid_record_are_refused() -> None:
+    payload = encode(RECORDS[0])
+    with pytest.raises(CodecError, match="after the end of the record"):
+        decode(payload + b"\x00garbage", AccountEvent)
+    with pytest.raises(CodecError):
+        decode(payload[:-2], AccountEvent)

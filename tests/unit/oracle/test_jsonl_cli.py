@@ -162,3 +162,25 @@ def test_consensus_records_matches_the_engine() -> None:
     records = list(consensus_records(dry_run_input().splitlines(), engine))
     assert len(records) == 7
     assert engine.counters["prices"] == 4
+
+
+def test_lines_no_parser_could_read_never_stop_a_dry_run(tmp_path: Path) -> None:
+    huge = "9" * 5000
+    lines = [
+        chainlink_line({**ROUND_314177, "answer": huge}, 1692107724_500).encode(),  # string
+        (b'{"source": "pyth", "chain": "solana", "received_at": ' + huge.encode() + b"}"),
+        b"\xff\xfe not utf-8 at all",
+        chainlink_line({**ROUND_314177, "roundId": huge, "answeredInRound": huge},
+                       1692107724_600).encode(),
+        chainlink_line(ROUND_314178, 1692111360_000).encode(),  # a good line still counts
+    ]
+    source = tmp_path / "obs.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    result = CliRunner().invoke(app, ["oracle", "consensus", "--feeds", str(FEEDS),
+                                      "--input", str(source), "--no-summary"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    letters = [(r["line"], r["reason"]) for r in records if r["kind"] == "dead_letter"]
+    assert letters == [(1, reasons.INVALID_PRICE), (2, reasons.MALFORMED_JSON),
+                       (3, reasons.MALFORMED_JSON), (4, reasons.INVALID_ROUND_ID)]
+    assert [r["event_time"] for r in records if r["kind"] == "price"] == [1692111360_000]
