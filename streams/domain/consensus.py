@@ -19,6 +19,7 @@ class OracleFeedState:
     published_at: int
     started_at: int
     received_at: int
+    phase_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,4 @@ class ConsensusState:
     feeds: list[OracleFeedState]
     assets: list[ConsensusAssetState]
     counters: dict[str, int] = field(default_factory=dict)
+    clock_claims: dict[str, int] = field(default_factory=dict)

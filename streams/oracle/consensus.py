@@ -56,6 +56,9 @@ from streams.oracle.normalize import (
     validate_pyth,
 )
 
+# the first rounds of a new aggregator a proxy may show (they start at 1; a few may be
+# missed between two observations)
+MAX_NEW_PHASE_ROUND = 100
 NEVER = (1 << 63) - 1
 NO_DATA_MS = -1
 _CHAINLINK = OracleSource.CHAINLINK
@@ -135,9 +138,9 @@ class _Feed:
 
     __slots__ = ("asset", "base_weight", "bit", "chain", "conf", "conf_bps", "deviation_frac",
                  "divisor", "exclusions", "exponent", "feed_id", "grace_ms", "halfwidth",
-                 "label", "mantissa", "price", "published_ms", "received_ms", "round_id",
-                 "scale_exponent", "source", "stale_after_ms", "stale_at", "started_ms",
-                 "weight")
+                 "label", "mantissa", "phase_from", "price", "published_ms", "received_ms",
+                 "round_id", "scale_exponent", "source", "stale_after_ms", "stale_at",
+                 "started_ms", "weight")
 
     def __init__(self, chain: _Chain, source: OracleSource, feed_id: str) -> None:
         self.chain = chain
@@ -154,6 +157,8 @@ class _Feed:
         self.scale_exponent = 0
         self.divisor = 1
         self.round_id: int | None = None
+        # last round of the previous phase while a phase change is unconfirmed
+        self.phase_from: int | None = None
         self.mantissa = 0
         self.exponent = 0
         self.conf = 0
@@ -225,6 +230,7 @@ class ConsensusEngine:
         cfg = self.config
         self._outlier_frac = cfg.outlier_bps / 1e4
         self._clock = -1
+        self._clock_claims: dict[str, int] = {}
         self._next_review = NEVER
         self._counters: defaultdict[str, int] = defaultdict(int)
         self._health_cache: tuple[int, int, _Health] | None = None
@@ -239,6 +245,8 @@ class ConsensusEngine:
             self._add_price_feed(spec)
         for seq in feeds.sequencers:
             self._add_sequencer(seq)
+        self._max_advance_ms = round(cfg.max_clock_advance_s * 1000) or 2 * max(
+            [60_000, *(f.stale_after_ms for f in self._states.values() if f.asset)])
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -314,6 +322,12 @@ class ConsensusEngine:
                                 f"no feed {obs.source.value.lower()} {obs.feed_id!r} on chain "
                                 f"{obs.chain!r} in the feed registry")
         received = obs.received_at
+        if self._clock >= 0 and received > self._clock + self._max_advance_ms \
+                and not self._corroborated(feed.chain.name, received):
+            return self._refuse(reasons.CLOCK_JUMP, f"{feed.describe()}: received_at "
+                                f"{received} is {received - self._clock} ms after the clock "
+                                f"(at most {self._max_advance_ms} ms unless feeds of "
+                                f"{self.config.clock_jump_chains} chains report it)")
         now = received if received > self._clock else self._clock
         body = obs.body
         try:
@@ -339,6 +353,10 @@ class ConsensusEngine:
             if type(body) is ChainlinkRound:
                 if feed.round_id is not None and fields.phase > split_round_id(feed.round_id)[0]:
                     self._bump("phase_changes")
+                    feed.phase_from = feed.round_id
+                elif feed.phase_from is not None and fields.aggregator_round > 1 and \
+                        fields.phase > split_round_id(feed.phase_from)[0]:
+                    feed.phase_from = None  # the new aggregator published again: confirmed
                 self._store(feed, fields.round_id, fields.answer, feed.scale_exponent,
                             0, fields.updated_at * 1000, fields.started_at * 1000, received)
             else:
@@ -346,6 +364,18 @@ class ConsensusEngine:
                 self._store(feed, None, body.price, body.expo, body.conf, ms, ms, received)
             prices.append(self._evaluate(feed.asset, now))
         return Outcome(prices)
+
+    def _corroborated(self, chain: str, received: int) -> bool:
+        """Record `chain`'s claim that event time is `received`; True once chains enough
+        claim times within the allowed advance of each other (the claims are then spent)."""
+        claims = self._clock_claims
+        claims[chain] = max(received, claims.get(chain, received))
+        close = [c for c, t in claims.items() if abs(t - received) <= self._max_advance_ms]
+        if len(close) < self.config.clock_jump_chains:
+            return False
+        claims.clear()
+        self._bump("clock_jumps")
+        return True
 
     def refuse_input(self, reason: str, detail: str) -> Outcome:
         """Count input an adapter could not even turn into an observation (malformed Avro or
@@ -361,7 +391,8 @@ class ConsensusEngine:
                 round_id="" if f.round_id is None else str(f.round_id),
                 mantissa=str(f.mantissa), exponent=f.exponent, conf=f.conf,
                 published_at=f.published_ms, started_at=f.started_ms,
-                received_at=f.received_ms)
+                received_at=f.received_ms,
+                phase_from="" if f.phase_from is None else str(f.phase_from))
             for _, f in sorted(self._states.items(), key=lambda kv: (kv[0][0], kv[0][1].value,
                                                                       kv[0][2]))
             if f.published_ms != NO_DATA_MS
@@ -370,7 +401,7 @@ class ConsensusEngine:
                                       -1 if a.review_at == NEVER else a.review_at)
                   for a in self._asset_list if a.has_data]
         return ConsensusState(clock=self._clock, feeds=feeds, assets=assets,
-                              counters=self.counters)
+                              counters=self.counters, clock_claims=dict(self._clock_claims))
 
     # --- validation -----------------------------------------------------------------------
 
@@ -390,6 +421,8 @@ class ConsensusEngine:
                               f"updatedAt {fields.updated_at} is {updated_ms - received} ms after "
                               f"receipt (tolerance {feed.chain.skew_ms} ms)")
         last = feed.round_id
+        if last is not None and self._phase_rule(feed, fields, updated_ms):
+            return
         if last is not None:
             if fields.round_id == last:
                 if (fields.answer == feed.mantissa and updated_ms == feed.published_ms
@@ -408,6 +441,35 @@ class ConsensusEngine:
         if feed.asset is not None and now - updated_ms > feed.stale_after_ms:
             raise DomainError(reasons.STALE, f"round {fields.round_id} is {now - updated_ms} ms "
                               f"old on arrival (limit {feed.stale_after_ms} ms)")
+
+    def _phase_rule(self, feed: _Feed, fields: ChainlinkFields, updated_ms: int) -> bool:
+        """Apply the aggregator's phase rules; True when the round is accepted by them.
+
+        A proxy moves to a new aggregator by adding one to its phase, and the new
+        aggregator's rounds start again at 1. So a round of a higher phase is accepted only
+        as phase + 1 with an aggregator round at most MAX_NEW_PHASE_ROUND (else
+        ``phase_jump``), and only tentatively: while the previous phase's aggregator keeps
+        publishing newer rounds, the change was not real, and such a round takes the feed
+        back to that phase (counted as ``phase_reverts``). A forged round can therefore
+        cost a feed one round, never the feed.
+        """
+        assert feed.round_id is not None
+        phase, _ = split_round_id(feed.round_id)
+        if fields.phase > phase:
+            if fields.phase != phase + 1 or fields.aggregator_round > MAX_NEW_PHASE_ROUND:
+                raise DomainError(reasons.PHASE_JUMP, (
+                    f"round {fields.round_id} is phase {fields.phase} round "
+                    f"{fields.aggregator_round}; after phase {phase} only phase {phase + 1} "
+                    f"round 1..{MAX_NEW_PHASE_ROUND} can follow"))
+            return False  # the usual checks (time must not go backwards) apply
+        previous = feed.phase_from
+        if previous is None or fields.phase != split_round_id(previous)[0]:
+            return False
+        if fields.round_id > previous and updated_ms > feed.published_ms:
+            self._bump("phase_reverts")
+            feed.phase_from = None
+            return True
+        return False
 
     def _check_pyth(self, feed: _Feed, body: PythPriceUpdate, received: int, now: int) -> None:
         validate_pyth(body)
@@ -488,6 +550,7 @@ class ConsensusEngine:
 
     def _restore(self, state: ConsensusState) -> None:
         self._clock = state.clock
+        self._clock_claims = dict(state.clock_claims)
         self._counters = defaultdict(int, state.counters)
         for saved in state.feeds:
             source = OracleSource(saved.source)
@@ -498,6 +561,7 @@ class ConsensusEngine:
             self._store(feed, int(saved.round_id) if saved.round_id else None,
                         int(saved.mantissa), saved.exponent, saved.conf, saved.published_at,
                         saved.started_at, saved.received_at)
+            feed.phase_from = int(saved.phase_from) if saved.phase_from else None
         for saved_asset in state.assets:
             asset = self._assets.get(saved_asset.asset)
             if asset is None:

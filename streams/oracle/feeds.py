@@ -31,6 +31,11 @@ class ConsensusConfig:
     Status: HALTED below ``min_sources`` used sources, when the sources disagree with no
     weighted majority, or when their dispersion exceeds ``halted_dispersion_bps``; DEGRADED
     below ``ok_sources`` or beyond ``degraded_dispersion_bps``; OK otherwise.
+    Clock: an observation received more than ``max_clock_advance_s`` after the engine's clock
+    is refused (``clock_jump``) unless feeds of at least ``clock_jump_chains`` chains report
+    such a time (within that bound of each other): one source with a wrong clock cannot
+    move event time, a real gap in every feed can. 0 (the default) means twice the longest
+    staleness limit of any feed, so a quiet hour of a 3,600 s heartbeat is no jump.
     """
 
     min_sources: int = 2
@@ -42,6 +47,8 @@ class ConsensusConfig:
     confidence_ref_bps: float = 50.0
     staleness_slack_ratio: float = 0.10
     staleness_slack_s: float = 5.0
+    max_clock_advance_s: float = 0.0
+    clock_jump_chains: int = 2
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_sources <= self.ok_sources:
@@ -54,6 +61,10 @@ class ConsensusConfig:
                 raise ConfigError(f"consensus: {name} must be > 0")
         if self.staleness_slack_ratio < 0 or self.staleness_slack_s < 0:
             raise ConfigError("consensus: staleness slack must be >= 0")
+        if self.max_clock_advance_s < 0:
+            raise ConfigError("consensus: max_clock_advance_s must be >= 0 (0: derived)")
+        if self.clock_jump_chains < 1:
+            raise ConfigError("consensus: clock_jump_chains must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)

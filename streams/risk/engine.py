@@ -114,7 +114,11 @@ class EngineConfig:
     report_grace_ms: how long after its deadline a command still counts as in flight (an
     executor's report may be on its way); persist_ratio_step: relative fall of an account's
     lowest margin ratio that makes it dirty without any other change; max_refusals: bound
-    of the refusal log between two `take_refusals` calls.
+    of the refusal log between two `take_refusals` calls; max_clock_advance_ms: how far
+    beyond the watermark an account event or execution report may be dated (further is
+    refused as ``clock_jump``, so one record with a wrong clock cannot expire every command
+    in flight or be held forever; prices move the watermark freely, their clock is guarded
+    by the consensus stage).
     """
 
     rate: float = 0.0
@@ -128,6 +132,7 @@ class EngineConfig:
     report_grace_ms: int = 10_000
     persist_ratio_step: float = 0.05
     max_refusals: int = 10_000
+    max_clock_advance_ms: int = 3_600_000
 
     def margin_for(self, asset: str) -> MarginParams:
         """Margin rates of `asset`."""
@@ -235,11 +240,13 @@ class PartitionEngine:
             return self._apply_price(body)
         if isinstance(body, AccountEvent):
             validate_event(body)
+            self._check_clock("account event", body.event_time)
             self._release_reports(body.event_time)
             self._apply_event(item, body)
             return []
         if isinstance(body, ExecutionReport):
             validate_report(body)
+            self._check_clock("execution report", body.executed_at)
             if body.executed_at > self._watermark:
                 self._hold(item)
             else:
@@ -370,6 +377,13 @@ class PartitionEngine:
             return False
         last = record.origin_offsets.get(self._origin(item))
         return last is not None and item.origin_offset <= last
+
+    def _check_clock(self, what: str, event_time: int) -> None:
+        limit = self.config.max_clock_advance_ms
+        if self._watermark > 0 and event_time > self._watermark + limit:
+            raise DomainError("clock_jump", f"{what} at {event_time} is "
+                              f"{event_time - self._watermark} ms after the partition's event "
+                              f"time (at most {limit} ms)")
 
     def _hold(self, item: RiskInput) -> None:
         report = item.body

@@ -211,9 +211,70 @@ def test_a_phase_change_is_a_legitimate_jump() -> None:
     new_aggregator = engine.observe(chainlink(CL_ETH, T0 + 1000, 2001.0, phase=7, round_no=1))
     assert new_aggregator.accepted
     assert engine.counters["phase_changes"] == 1
-    old_phase = engine.observe(chainlink(CL_ETH, T0 + 2000, 2001.0, phase=6, round_no=11107))
+    confirmed = engine.observe(chainlink(CL_ETH, T0 + 2000, 2002.0, phase=7, round_no=2))
+    assert confirmed.accepted
+    # once the new aggregator has published again, the old phase is over for good
+    old_phase = engine.observe(chainlink(CL_ETH, T0 + 3000, 2001.0, phase=6, round_no=11107))
     assert old_phase.rejection is not None
     assert old_phase.rejection.reason == reasons.ROUND_BACKWARDS
+
+
+def test_a_delayed_round_of_the_old_phase_does_not_undo_a_phase_change() -> None:
+    engine = ConsensusEngine(three_sources())
+    engine.observe(chainlink(CL_ETH, T0, 2000.0, phase=6, round_no=11106))
+    engine.observe(chainlink(CL_ETH, T0 + 2000, 2001.0, phase=7, round_no=1))
+    late = engine.observe(chainlink(CL_ETH, T0 + 2500, 2000.5, phase=6, round_no=11107,
+                                    updated_at=T0_S + 1))  # published before the new phase
+    assert late.rejection is not None and late.rejection.reason == reasons.ROUND_BACKWARDS
+
+
+def test_a_forged_phase_change_costs_the_feed_one_round_not_the_feed() -> None:
+    engine = ConsensusEngine(three_sources())
+    engine.observe(chainlink(CL_ETH, T0, 2000.0, phase=6, round_no=11106))
+    forged = engine.observe(chainlink(CL_ETH, T0 + 1000, 9000.0, phase=7, round_no=1))
+    assert forged.accepted  # indistinguishable from a real change on its own
+    real = engine.observe(chainlink(CL_ETH, T0 + 5000, 2003.0, phase=6, round_no=11107))
+    assert real.accepted  # the old aggregator still publishes: the change was not real
+    assert engine.counters["phase_reverts"] == 1
+    later = engine.observe(chainlink(CL_ETH, T0 + 9000, 2004.0, phase=6, round_no=11108))
+    assert later.accepted and last_price(later).price == pytest.approx(2004.0)
+
+
+@pytest.mark.parametrize(("phase", "round_no"), [(8, 1), (7, 101), (70, 1)])
+def test_a_phase_change_the_aggregator_could_not_make_is_refused(phase: int,
+                                                                 round_no: int) -> None:
+    engine = ConsensusEngine(three_sources())
+    engine.observe(chainlink(CL_ETH, T0, 2000.0, phase=6, round_no=11106))
+    jump = engine.observe(chainlink(CL_ETH, T0 + 1000, 2001.0, phase=phase, round_no=round_no))
+    assert jump.rejection is not None and jump.rejection.reason == reasons.PHASE_JUMP
+    assert engine.observe(chainlink(CL_ETH, T0 + 2000, 2002.0, phase=6,
+                                    round_no=11107)).accepted
+
+
+def test_one_feed_ten_years_ahead_cannot_move_the_clock() -> None:
+    engine = ConsensusEngine(three_sources())
+    warm(engine, T0)
+    future = T0 + 10 * 365 * 86_400_000
+    poisoned = engine.observe(chainlink(CL_ETH, future, 2000.0, round_no=101))
+    assert poisoned.rejection is not None and poisoned.rejection.reason == reasons.CLOCK_JUMP
+    assert engine.clock == T0
+    assert engine.observe(pyth(T0 + 1000, 2001.0)).accepted
+    price = last_price(engine.observe(chainlink(CL_ETH, T0 + 2000, 2002.0, round_no=101)))
+    assert price.status is not PriceStatus.HALTED
+    assert engine.counters["rejected.clock_jump"] == 1
+
+
+def test_a_gap_every_chain_reports_moves_the_clock() -> None:
+    engine = ConsensusEngine(three_sources())
+    warm(engine, T0)
+    later = T0 + 3 * 86_400_000  # every feed silent for three days, then back
+    first = engine.observe(chainlink(CL_ETH, later, 2100.0, round_no=101))
+    assert first.rejection is not None and first.rejection.reason == reasons.CLOCK_JUMP
+    second = engine.observe(pyth(later + 500, 2101.0))  # another chain: corroborated
+    assert second.accepted and engine.clock == later + 500
+    assert engine.counters["clock_jumps"] == 1
+    restored = ConsensusEngine(three_sources(), snapshot=engine.snapshot())
+    assert restored.snapshot() == engine.snapshot()
 
 
 def test_a_newer_round_with_an_older_timestamp_is_refused() -> None:
