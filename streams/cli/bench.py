@@ -42,6 +42,35 @@ def bench_archive(
     run(rows=rows, batch=batch, url=url or None)
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    accounts: int = typer.Option(100_000, help="Accounts in the book (standard: 100,000)."),
+    duration: int = typer.Option(600, help="Seconds of event time in the observation stream "
+                                 "(about 22 observations per second)."),
+    observations: int = typer.Option(0, help="Backlog of the aps and ceiling throughput runs "
+                                     "(0 = the whole stream)."),
+    naive_observations: int = typer.Option(60, help="Backlog of the faust and quix throughput "
+                                           "runs (they revalue about 10,000 accounts per "
+                                           "observation at standard size, one per call)."),
+    ceiling_observations: int = typer.Option(200_000, help="Backlog of the ceiling run (the"
+                                             " stream repeated as needed)."),
+    latency_s: float = typer.Option(20.0, help="Length of each latency run, paced at half the "
+                                    "variant's measured maximum (0 = no latency runs)."),
+    variants: str = typer.Option("aps,faust,quix,ceiling", help="Comma-separated variants: "
+                                 "aps, faust, quix, ceiling."),
+    seed: int = typer.Option(7, help="Seed of the book and the market."),
+) -> None:
+    """APS's worker vs a per-event Faust job, Quix Streams and a no-logic ceiling, end to
+    end through the embedded broker (bench/README.md)."""
+    from streams.bench.pipeline import PipelineOptions, run, with_variants
+
+    options = PipelineOptions(accounts=accounts, duration_s=duration, observations=observations,
+                              naive_observations=naive_observations,
+                              ceiling_observations=ceiling_observations, latency_s=latency_s,
+                              seed=seed)
+    run(with_variants(options, variants))
+
+
 def register(app: typer.Typer) -> None:
     """Add `aps bench` to the root app."""
     app.add_typer(bench_app, name="bench")
