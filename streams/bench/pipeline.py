@@ -8,19 +8,20 @@ embedded Tansu broker started for that run and fed the same bytes:
   quix     the same job in Quix Streams (streams.bench.naive_quix, own virtualenv);
   ceiling  confluent-kafka consume + fastavro decode + produce, no logic (streams.bench.ceiling).
 
-Per variant, two runs (method: bench/README.md):
+Per variant, one fresh broker and process, two phases (method: bench/README.md):
 
 1. throughput: the book is produced to account.events and loaded by the variant; then a
-   backlog of observations is produced to oracle.ticks at once and drained. Observations/s
-   and revaluations/s are counted from the first observation consumed to the last
-   revaluation done (APS: its Prometheus counters polled every 0.1 s; the others stamp those
-   instants themselves). Peak memory is the variant process's peak RSS (VmHWM).
-2. latency: a fresh broker and process, the same book, then observations paced at half the
-   variant's measured maximum; tick -> command latency is the command's Kafka timestamp
-   minus the timestamp of the observation that caused it (a command's created_at is the
-   event time of the consensus price that caused it, which is the received_at of the
-   observation that produced the price: the first observation at or after created_at).
+   backlog of the stream's first observations is produced to oracle.ticks at once and
+   drained. Observations/s and revaluations/s are counted from the first observation
+   consumed to the last revaluation done (APS: its Prometheus counters polled every 0.1 s;
+   the others stamp those instants themselves).
+2. latency: the observations that follow the backlog in the stream, paced at half the
+   rate just measured; tick -> command latency is the command's Kafka timestamp minus the
+   timestamp of the observation that caused it (a command's created_at is the event time
+   of the consensus price that caused it, which is the received_at of the observation that
+   produced the price: the first observation at or after created_at).
 
+Peak memory is the variant process's peak RSS (VmHWM) over both phases.
 The last line is ``RESULT key=value ...``.
 """
 
@@ -75,8 +76,8 @@ class PipelineOptions:
 
     accounts: int = 100_000
     duration_s: int = 600
-    observations: int = 0
-    naive_observations: int = 60
+    observations: int = 10_000
+    naive_observations: int = 30
     ceiling_observations: int = 200_000
     latency_s: float = 20.0
     variants: tuple[str, ...] = VARIANTS
@@ -125,6 +126,7 @@ class VariantResult:
     throughput: Drain
     latency: Drain | None = None
     paced_rate: float = 0.0
+    paced_stamps: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
 
     def percentile(self, q: float) -> float | None:
@@ -444,16 +446,16 @@ def _window(variant: VariantProcess, polls: list[tuple[float, dict[str, float]]]
     return end - first + POLL_S / 2, final[0] - before.get("revaluations", 0.0)
 
 
-def run_variant(name: str, workload: Workload, ticks: Sequence[Payload], rate: float,
-                options: PipelineOptions, say: Say) -> tuple[Drain, list[int]]:
-    """One run of one variant on a fresh broker: load the book, send `ticks` (paced at
-    `rate`/s, or as a backlog), wait until drained; return the figures and the ticks'
-    Kafka timestamps."""
-    run_dir = options.data_dir / f"{name}-{'paced' if rate > 0 else 'drain'}"
+def run_variant(name: str, workload: Workload, backlog: Sequence[Payload],
+                options: PipelineOptions, say: Say) -> VariantResult:
+    """Both phases of one variant on a fresh broker and process: load the book, drain
+    `backlog`, then (except the ceiling) pace the observations that follow it in the stream
+    at half the measured rate for `options.latency_s` and time tick -> command."""
+    run_dir = options.data_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     broker = EmbeddedBroker(log_path=run_dir / "broker.log").start()
-    variant = VariantProcess(name, broker.bootstrap, run_dir, options, len(ticks))
+    variant = VariantProcess(name, broker.bootstrap, run_dir, options, len(backlog))
     try:
         create_all_topics(broker.bootstrap, _settings(broker.bootstrap, run_dir))
         variant.start()
@@ -462,20 +464,53 @@ def run_variant(name: str, workload: Workload, ticks: Sequence[Payload], rate: f
             drain.load_s = _load_book(variant, workload, say, options.timeout_s)
             say(f"    book loaded in {drain.load_s:.1f} s")
         before = variant.counters()
-        stamps = produce_ticks(broker.bootstrap, ticks, rate)
-        polls = _wait("draining" if rate <= 0 else "processing paced ticks", variant,
-                      _drained(variant, len(ticks)), options.timeout_s, say, _show)
-        drain.observations = len(ticks)
+        produce_ticks(broker.bootstrap, backlog, 0.0)
+        polls = _wait("draining", variant, _drained(variant, len(backlog)),
+                      options.timeout_s, say, _show)
+        drain.observations = len(backlog)
         drain.seconds, revaluations = _window(variant, polls, before)
         drain.revaluations = int(revaluations)
+        say(f"    {drain.observations:,} observations, {drain.revaluations:,} revaluations "
+            f"in {drain.seconds:.2f} s: {drain.obs_per_s:,.1f} obs/s, "
+            f"{drain.reval_per_s:,.0f} revaluations/s")
+        result = VariantResult(name, drain)
+        if name != "ceiling" and options.latency_s > 0:
+            _paced_phase(result, variant, workload, len(backlog), options, say)
         drain.peak_rss = variant.peak_rss()
         if name != "ceiling":
-            drain.commands, drain.reasons = read_commands(broker.bootstrap,
-                                                          _settings("", run_dir).chains)
-        return drain, stamps
+            commands, drain.reasons = read_commands(broker.bootstrap,
+                                                    _settings("", run_dir).chains)
+            last = workload.observations[len(backlog) - 1].received_at
+            drain.commands = [c for c in commands if c[0] <= last]
+            if result.latency is not None:
+                result.latency.commands = [c for c in commands if c[0] > last]
+                times = [o.received_at for o in
+                         workload.observations[len(backlog):][:result.latency.observations]]
+                result.latencies_ms = tick_latencies(times, result.paced_stamps,
+                                                     result.latency.commands)
+        return result
     finally:
         variant.stop()
         broker.stop()
+
+
+def _paced_phase(result: VariantResult, variant: VariantProcess, workload: Workload,
+                 offset: int, options: PipelineOptions, say: Say) -> None:
+    """Send the observations after the backlog at half the drained rate; wait for them."""
+    rate = result.throughput.obs_per_s / 2
+    available = len(workload.tick_payloads) - offset
+    count = max(1, min(available, int(rate * options.latency_s)))
+    if available <= 0:
+        say("    no observations left after the backlog for the latency phase")
+        return
+    result.paced_rate = rate
+    say(f"    latency: {count:,} further observations paced at {rate:,.1f}/s (half the "
+        f"measured maximum)")
+    ticks = workload.tick_payloads[offset:offset + count]
+    result.paced_stamps = produce_ticks(variant.bootstrap, ticks, rate)
+    _wait("processing the paced observations", variant, _drained(variant, offset + count),
+          options.timeout_s, say, _show)
+    result.latency = Drain(observations=count)
 
 
 def tick_latencies(ticks: Sequence[int], stamps: Sequence[int],
@@ -496,43 +531,25 @@ def tick_latencies(ticks: Sequence[int], stamps: Sequence[int],
 
 def run_benchmark(options: PipelineOptions, say: Say = _say
                   ) -> tuple[Workload, list[VariantResult]]:
-    """Both runs of every selected variant, one at a time."""
+    """Every selected variant, one at a time."""
     workload = build_workload(WorkloadSpec(options.accounts, options.duration_s, options.seed),
                               say)
     say(f"workload: {workload.describe()}")
     results = []
     for name in options.variants:
-        backlog = options.backlog(name, len(workload.tick_payloads))
-        say(f"== {LABELS[name]}: throughput, backlog of {backlog:,} observations")
-        ticks = [workload.tick_payloads[n % len(workload.tick_payloads)]
-                 for n in range(backlog)]
-        drain, _ = run_variant(name, workload, ticks, 0.0, options, say)
-        say(f"    {drain.observations:,} observations, {drain.revaluations:,} revaluations "
-            f"in {drain.seconds:.2f} s: {drain.obs_per_s:,.1f} obs/s, "
-            f"{drain.reval_per_s:,.0f} revaluations/s; {len(drain.commands):,} commands; "
-            f"peak RSS {drain.peak_rss / 2**20:,.0f} MiB")
-        result = VariantResult(name, drain)
-        if name != "ceiling" and options.latency_s > 0:
-            _latency_run(result, workload, options, say)
+        count = options.backlog(name, len(workload.tick_payloads))
+        say(f"== {LABELS[name]}: backlog of {count:,} observations")
+        backlog = [workload.tick_payloads[n % len(workload.tick_payloads)]
+                   for n in range(count)]
+        result = run_variant(name, workload, backlog, options, say)
+        if result.latency is not None:
+            say(f"    {len(result.latencies_ms):,} commands from the paced observations; "
+                f"tick -> command p50 {_ms(result.percentile(50))}, "
+                f"p99 {_ms(result.percentile(99))}")
+        say(f"    {len(result.throughput.commands):,} commands from the backlog; peak RSS "
+            f"{result.throughput.peak_rss / 2**20:,.0f} MiB")
         results.append(result)
     return workload, results
-
-
-def _latency_run(result: VariantResult, workload: Workload, options: PipelineOptions,
-                 say: Say) -> None:
-    rate = result.throughput.obs_per_s / 2
-    count = max(1, min(len(workload.tick_payloads), int(rate * options.latency_s)))
-    result.paced_rate = rate
-    say(f"== {LABELS[result.name]}: latency, {count:,} observations paced at "
-        f"{rate:,.1f}/s (half the measured maximum)")
-    paced, stamps = run_variant(result.name, workload, workload.tick_payloads[:count], rate,
-                                options, say)
-    result.latency = paced
-    times = [o.received_at for o in workload.observations[:count]]
-    result.latencies_ms = tick_latencies(times, stamps, paced.commands)
-    p50, p99 = result.percentile(50), result.percentile(99)
-    say(f"    {len(result.latencies_ms):,} commands; tick -> command p50 "
-        f"{_ms(p50)}, p99 {_ms(p99)}")
 
 
 def _ms(value: float | None) -> str:
