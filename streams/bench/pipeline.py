@@ -50,11 +50,13 @@ from streams.bench.status import read_status
 from streams.bench.workload import FEEDS_FILE, Payload, Workload, WorkloadSpec, build_workload
 from streams.codecs import decode
 from streams.config import Settings
-from streams.domain import ScalingCommand
+from streams.domain import OracleObservation, ScalingCommand
 from streams.errors import InfraError
 from streams.infra.broker import EmbeddedBroker, client_config
 from streams.infra.ports import free_port
 from streams.infra.processes import die_with_parent
+from streams.oracle.consensus import ConsensusEngine
+from streams.oracle.feeds import FeedRegistry
 from streams.paths import PROJECT_ROOT
 from streams.run.stack import Stack
 from streams.topics import exec_commands, topic_specs
@@ -66,7 +68,6 @@ BENCH_TOPICS = {"bench.faust.revalue": 4, "bench.quix.revalue": 4, "bench.ceilin
 TOPIC_CONFIG = {"retention.ms": "604800000", "retention.bytes": "-1"}
 TARGETS = {"faust": 50.0, "quix": 10.0, "ceiling": 0.3, "p99_ms": 50.0}
 POLL_S = 0.1
-QUIET_S = 2.0
 PER_100K = 100_000
 
 
@@ -76,7 +77,7 @@ class PipelineOptions:
 
     accounts: int = 100_000
     duration_s: int = 600
-    observations: int = 10_000
+    observations: int = 3_000
     naive_observations: int = 30
     ceiling_observations: int = 200_000
     latency_s: float = 20.0
@@ -367,7 +368,6 @@ def _aps_counters(port: int) -> dict[str, float]:
         name = f"stage.{match.group(2)}" if match.group(2) else "revaluations"
         out[name] = float(match.group(3))
     out["ticks"] = out.get("stage.consensus", 0.0)
-    out["account_events"] = out.get("stage.sequencer", 0.0)
     return out
 
 
@@ -396,7 +396,8 @@ def _wait(what: str, variant: VariantProcess, done: Callable[[dict[str, float]],
 
 
 def _show(counters: dict[str, float]) -> str:
-    keys = ("account_events", "ticks", "requests", "revaluations", "commands")
+    keys = ("account_events", "stage.sequencer", "stage.risk", "ticks", "requests",
+            "revaluations", "commands")
     return ", ".join(f"{k} {int(counters[k]):,}" for k in keys if k in counters) or "starting"
 
 
@@ -410,10 +411,12 @@ def _load_book(variant: VariantProcess, workload: Workload, say: Say,
     return time.monotonic() - started
 
 
-def _drained(variant: VariantProcess, wanted: int) -> Callable[[dict[str, float]], bool]:
-    """True once every tick is consumed and the revaluations stopped moving (APS) or equal
-    the requests sent (naive variants)."""
-    history: list[tuple[float, float]] = []
+def _drained(variant: VariantProcess, wanted: int, risk_inputs: int = 0
+             ) -> Callable[[dict[str, float]], bool]:
+    """True once every tick is consumed and everything it caused is done: the naive
+    variants' revaluations equal the requests they sent; APS's risk stage has consumed
+    `risk_inputs` messages (every account event, and every consensus price once per
+    partition: counted beforehand by running the same consensus engine on the same ticks)."""
 
     def done(c: dict[str, float]) -> bool:
         if c.get("ticks", 0) < wanted:
@@ -422,11 +425,23 @@ def _drained(variant: VariantProcess, wanted: int) -> Callable[[dict[str, float]
             return "at.last_done_at" in c
         if variant.name != "aps":
             return c.get("revaluations", 0) >= c.get("requests", 0)
-        history.append((time.monotonic(), c.get("revaluations", 0) + c.get("stage.risk", 0)))
-        recent = [v for t, v in history if t >= history[-1][0] - QUIET_S]
-        return history[-1][0] - history[0][0] >= QUIET_S and min(recent) == max(recent)
+        return c.get("stage.risk", 0) >= risk_inputs
 
     return done
+
+
+def consensus_prices(feeds: FeedRegistry, ticks: Sequence[Payload]) -> int:
+    """Consensus prices the APS consensus stage makes of `ticks` (same engine, same order)."""
+    engine = ConsensusEngine(feeds)
+    return sum(len(engine.observe(decode(value, OracleObservation)).prices)
+               for _, value in ticks)
+
+
+def _risk_inputs(workload: Workload, ticks: Sequence[Payload]) -> int:
+    """Messages APS's risk stage consumes for the book and `ticks` (no executors run, so
+    no execution reports): each account event once, each price once per partition."""
+    partitions = Settings().partitions
+    return len(workload.account_payloads) + partitions * consensus_prices(workload.feeds, ticks)
 
 
 def _window(variant: VariantProcess, polls: list[tuple[float, dict[str, float]]],
@@ -434,16 +449,13 @@ def _window(variant: VariantProcess, polls: list[tuple[float, dict[str, float]]]
     """(seconds, revaluations) between the first tick consumed and the last revaluation."""
     last = polls[-1][1]
     if variant.name != "aps":
-        end = last.get("at.last_done_at" if variant.name == "ceiling" else "at.last_revaluation_at",
-                       0.0)
+        name = "at.last_done_at" if variant.name == "ceiling" else "at.last_revaluation_at"
+        end = last.get(name, 0.0)
         return end - last.get("at.first_tick_at", end), last.get("revaluations", 0.0)
     base_ticks = before.get("ticks", 0.0)
     first = next(t for t, c in polls if c.get("ticks", 0.0) > base_ticks)
-    final = (last.get("revaluations", 0.0), last.get("stage.risk", 0.0))
-    end = next(t for t, c in polls
-               if (c.get("revaluations", 0.0), c.get("stage.risk", 0.0)) == final)
-    # the first poll that saw a tick consumed is up to one interval late: count half of it
-    return end - first + POLL_S / 2, final[0] - before.get("revaluations", 0.0)
+    # each poll is up to one interval late: the two errors cancel on average
+    return polls[-1][0] - first, last.get("revaluations", 0.0) - before.get("revaluations", 0.0)
 
 
 def run_variant(name: str, workload: Workload, backlog: Sequence[Payload],
@@ -465,7 +477,8 @@ def run_variant(name: str, workload: Workload, backlog: Sequence[Payload],
             say(f"    book loaded in {drain.load_s:.1f} s")
         before = variant.counters()
         produce_ticks(broker.bootstrap, backlog, 0.0)
-        polls = _wait("draining", variant, _drained(variant, len(backlog)),
+        expected = _risk_inputs(workload, backlog) if name == "aps" else 0
+        polls = _wait("draining", variant, _drained(variant, len(backlog), expected),
                       options.timeout_s, say, _show)
         drain.observations = len(backlog)
         drain.seconds, revaluations = _window(variant, polls, before)
@@ -507,9 +520,11 @@ def _paced_phase(result: VariantResult, variant: VariantProcess, workload: Workl
     say(f"    latency: {count:,} further observations paced at {rate:,.1f}/s (half the "
         f"measured maximum)")
     ticks = workload.tick_payloads[offset:offset + count]
+    expected = _risk_inputs(workload, workload.tick_payloads[:offset + count]) \
+        if variant.name == "aps" else 0
     result.paced_stamps = produce_ticks(variant.bootstrap, ticks, rate)
-    _wait("processing the paced observations", variant, _drained(variant, offset + count),
-          options.timeout_s, say, _show)
+    _wait("processing the paced observations", variant,
+          _drained(variant, offset + count, expected), options.timeout_s, say, _show)
     result.latency = Drain(observations=count)
 
 

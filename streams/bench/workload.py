@@ -34,21 +34,27 @@ FEEDS_FILE = PROJECT_ROOT / "bench" / "feeds-10-assets.toml"
 CHAINS = ("ethereum", "arbitrum", "solana")
 START_MS = 1_768_478_400_000  # 2026-01-15T12:00:00Z
 ASSETS = (
-    AssetPathSpec("BTC", 64_000.0, 0.55, crash_drop=0.08),
-    AssetPathSpec("ETH", 3_200.0, 0.70, crash_drop=0.12),
-    AssetPathSpec("SOL", 150.0, 0.95, crash_drop=0.18),
-    AssetPathSpec("AVAX", 35.0, 0.95, crash_drop=0.18),
-    AssetPathSpec("LINK", 15.0, 0.90, crash_drop=0.16),
-    AssetPathSpec("ARB", 0.80, 1.00, crash_drop=0.20),
-    AssetPathSpec("OP", 1.80, 1.00, crash_drop=0.20),
-    AssetPathSpec("DOGE", 0.15, 1.10, crash_drop=0.20),
-    AssetPathSpec("BNB", 580.0, 0.60, crash_drop=0.10),
-    AssetPathSpec("XRP", 0.55, 0.90, crash_drop=0.15),
+    AssetPathSpec("BTC", 64_000.0, 0.55, crash_drop=0.025),
+    AssetPathSpec("ETH", 3_200.0, 0.70, crash_drop=0.035),
+    AssetPathSpec("SOL", 150.0, 0.95, crash_drop=0.045),
+    AssetPathSpec("AVAX", 35.0, 0.95, crash_drop=0.045),
+    AssetPathSpec("LINK", 15.0, 0.90, crash_drop=0.04),
+    AssetPathSpec("ARB", 0.80, 1.00, crash_drop=0.05),
+    AssetPathSpec("OP", 1.80, 1.00, crash_drop=0.05),
+    AssetPathSpec("DOGE", 0.15, 1.10, crash_drop=0.05),
+    AssetPathSpec("BNB", 580.0, 0.60, crash_drop=0.03),
+    AssetPathSpec("XRP", 0.55, 0.90, crash_drop=0.04),
 )
+# per-observation noise of each feed around the true price: small enough that realized
+# volatility measured on the consensus prices stays near the paths' own (the default 2 bps
+# at about one update per second per feed reads as 150% annualized volatility, which makes
+# every option seller's volatility scaling fire on noise)
+NOISE_BPS = 0.5
 # share of accounts holding 1, 2, 3, 4 and 5 positions
 POSITION_MIX = (0.25, 0.25, 0.20, 0.15, 0.15)
-CRASH_START_S = 2
-CRASH_LEN_S = 45
+# a sell-off, not a crash: the drop above, spread over five minutes from the first second
+CRASH_START_S = 1
+CRASH_LEN_S = 300
 
 Payload = tuple[bytes, bytes]  # (key, value)
 
@@ -114,7 +120,8 @@ def build_book(accounts: int, seed: int) -> list[BookAccount]:
             continue
         part = generate_accounts(start_prices(), count, seed + positions, CHAINS, START_MS,
                                  positions_per_account=positions)
-        book.extend(_renumbered(account, len(book) + k) for k, account in enumerate(part))
+        offset = len(book)
+        book.extend([_renumbered(account, offset + k) for k, account in enumerate(part)])
     return book
 
 
@@ -130,7 +137,7 @@ def build_observations(feeds: FeedRegistry, duration_s: int, seed: int
     """Every feed's observations of the standard market, in arrival order."""
     paths = crash_paths(START_MS, duration_s, seed=seed, crash_start_s=CRASH_START_S,
                         crash_len_s=CRASH_LEN_S, assets=ASSETS)
-    return observations_from_paths(paths, feeds, seed)
+    return observations_from_paths(paths, feeds, seed, noise_bps=NOISE_BPS)
 
 
 def tick_key(observation: OracleObservation) -> bytes:

@@ -138,3 +138,12 @@ def test_fanout_addresses_holders_of_the_asset() -> None:
     assert fanout.prices > 0
     assert addressed > 0
     assert len({a.collateral[0].chain for a in book}) == len(CHAINS)
+
+
+def test_the_book_has_1_to_5_positions_and_unique_ids() -> None:
+    book = build_book(200, seed=7)
+    assert len({a.account_id for a in book}) == len(book) == 200
+    assert {len(a.positions) for a in book} == {1, 2, 3, 4, 5}
+    for account in book:
+        assert len({p.position_id for p in account.positions}) == len(account.positions)
+        assert all(p.position_id.startswith(account.account_id) for p in account.positions)
