@@ -1,12 +1,12 @@
 """The standard workload of `aps bench pipeline` (bench/README.md, "Standard workload").
 
 - Market: 10 assets (BTC, ETH, SOL, AVAX, LINK, ARB, OP, DOGE, BNB, XRP) with seeded
-  noise and a flash crash that starts two seconds in: each asset falls 8-20% over 45 s of
-  event time, then recovers a third of the drop over the rest of the run.
+  noise at their own volatility (55-110% annualized) and a sell-off from the first second:
+  each asset falls 2.5-5% over five minutes of event time, then recovers a third of it.
 - Oracles: the 40 price feeds of bench/feeds-10-assets.toml (Chainlink on Ethereum and
   Arbitrum, Pyth on Solana and Arbitrum, per asset) plus Arbitrum's sequencer-uptime feed,
-  each publishing in its own shape (streams.oracle.synthetic): about 36 observations per
-  second of event time in all.
+  each publishing in its own shape (streams.oracle.synthetic) with 0.5 bps of noise:
+  about 22 observations per second of event time in all, ~13,500 over the 600 s stream.
 - Book: `accounts` accounts from the project's book generator (streams.risk.bookgen) with
   1 to 5 positions each (options and perps, on one asset each, spread over the 10 assets
   and 3 chains), every account with scaling rules: a margin ladder on all of them, delta
