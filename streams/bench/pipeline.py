@@ -46,7 +46,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.bench.status import read_status
+from streams.bench.status import peak_rss, read_status
 from streams.bench.workload import FEEDS_FILE, Payload, Workload, WorkloadSpec, build_workload
 from streams.codecs import decode
 from streams.config import Settings
@@ -325,17 +325,11 @@ class VariantProcess:
                 **{f"at.{k}": v for k, v in status["instants"].items()}}
 
     def peak_rss(self) -> int:
-        """Peak resident set size of the process so far, bytes (VmHWM; a process that
-        already exited reports its own in the status file)."""
-        reported = int(self.counters().get("peak_rss", 0)) if self.name != "aps" else 0
-        if self.proc is None:
-            return reported
-        try:
-            text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return reported
-        match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
-        return max(reported, int(match.group(1)) * 1024 if match else 0)
+        """Peak resident set size of the process, bytes: its VmHWM while it runs, else
+        what it last reported in its status file (the ceiling exits when done)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return peak_rss(self.proc.pid)
+        return int(self.counters().get("peak_rss", 0)) if self.name != "aps" else 0
 
     def stop(self) -> None:
         """Stop the process."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
+import re
 import threading
 import time
 from pathlib import Path
@@ -50,8 +50,7 @@ class Status:
 
     def snapshot(self) -> dict[str, Any]:
         """What the file holds."""
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        return {"t": time.time(), "pid": os.getpid(), "peak_rss": peak_kib * 1024,
+        return {"t": time.time(), "pid": os.getpid(), "peak_rss": peak_rss(),
                 "counters": dict(self.counters), "instants": dict(self.instants)}
 
     def write(self) -> None:
@@ -70,6 +69,19 @@ class Status:
     def _loop(self) -> None:
         while not self._stop.wait(INTERVAL_S):
             self.write()
+
+
+def peak_rss(pid: int | str = "self") -> int:
+    """Peak resident set size of a process, bytes (VmHWM; 0 where /proc is unavailable).
+
+    Not getrusage's ru_maxrss: Linux keeps that across exec, so a child forked from a big
+    parent reports the parent's size."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

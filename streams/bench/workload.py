@@ -6,7 +6,7 @@
 - Oracles: the 40 price feeds of bench/feeds-10-assets.toml (Chainlink on Ethereum and
   Arbitrum, Pyth on Solana and Arbitrum, per asset) plus Arbitrum's sequencer-uptime feed,
   each publishing in its own shape (streams.oracle.synthetic) with 0.5 bps of noise:
-  about 22 observations per second of event time in all, ~13,500 over the 600 s stream.
+  about 21 observations per second of event time in all, 13,036 over the 600 s stream.
 - Book: `accounts` accounts from the project's book generator (streams.risk.bookgen) with
   1 to 5 positions each (options and perps, on one asset each, spread over the 10 assets
   and 3 chains), every account with scaling rules: a margin ladder on all of them, delta

@@ -46,7 +46,7 @@ def bench_archive(
 def bench_pipeline(
     accounts: int = typer.Option(100_000, help="Accounts in the book (standard: 100,000)."),
     duration: int = typer.Option(600, help="Seconds of event time in the observation stream "
-                                 "(about 22 observations per second)."),
+                                 "(about 21 observations per second)."),
     observations: int = typer.Option(3_000, help="Backlog of the aps run: the first N "
                                      "observations of the stream (0 = all); the next ones "
                                      "are paced for the latency phase."),
