@@ -58,6 +58,39 @@ def bench_live(
         options=RunOptions(accounts=accounts, speed=speed, duration_s=duration))
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    accounts: int = typer.Option(100_000, help="Accounts in the book (standard: 100,000)."),
+    duration: int = typer.Option(600, help="Seconds of event time in the observation stream "
+                                 "(about 21 observations per second)."),
+    observations: int = typer.Option(3_000, help="Backlog of the aps run: the first N "
+                                     "observations of the stream (0 = all); the next ones "
+                                     "are paced for the latency phase."),
+    naive_observations: int = typer.Option(30, help="Backlog of the faust and quix runs "
+                                           "(each observation revalues about 10,000 accounts "
+                                           "at standard size, one per Python call)."),
+    ceiling_observations: int = typer.Option(200_000, help="Backlog of the ceiling run (the"
+                                             " stream repeated as needed)."),
+    latency_s: float = typer.Option(20.0, help="Length of each latency phase: the observations"
+                                    " after the backlog, paced at half the variant's measured "
+                                    "maximum (0 = none)."),
+    variants: str = typer.Option("aps,faust,quix,ceiling", help="Comma-separated variants: "
+                                 "aps, faust, quix, ceiling."),
+    seed: int = typer.Option(7, help="Seed of the book and the market."),
+) -> None:
+    """APS's worker vs a per-event Faust job, Quix Streams and a no-logic ceiling, end to
+    end through the embedded broker (bench/README.md)."""
+    from streams.bench.pipeline import PipelineOptions, run, with_variants
+    from streams.config import load_settings
+
+    options = PipelineOptions(data_dir=load_settings().data_dir / "bench-pipeline",
+                              accounts=accounts, duration_s=duration, observations=observations,
+                              naive_observations=naive_observations,
+                              ceiling_observations=ceiling_observations, latency_s=latency_s,
+                              seed=seed)
+    run(with_variants(options, variants))
+
+
 def register(app: typer.Typer) -> None:
     """Add `aps bench` to the root app."""
     app.add_typer(bench_app, name="bench")
