@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 APS=${APS:-.venv/bin/aps}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(risk oracle archive pipeline)
+[ ${#names[@]} -gt 0 ] || names=(risk oracle archive live pipeline)
 for name in "${names[@]}"; do
   echo "== aps bench $name"
   "$APS" bench "$name" | tee "/tmp/aps-bench-$name.out"

@@ -22,7 +22,7 @@ from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
 from streams.app.latency import observe_hop, record_ms, tick_ts_header
-from streams.app.metrics import DROPPED, MESSAGES
+from streams.app.metrics import CONFLATED, DROPPED, MESSAGES
 from streams.codecs import decode, encode, encode_risk_input
 from streams.config import Settings
 from streams.domain import ConsensusPrice, ConsensusState, OracleObservation
@@ -65,8 +65,19 @@ class ConsensusStage:
         self._engine = None
 
     def process(self, events: Sequence[EventT]) -> None:
-        """Run one batch in order and persist the engine's state."""
+        """Run one batch in order, publish each asset's latest price, persist the state.
+
+        A batch holds whatever observations queued while the previous one was processed:
+        one when the stage keeps up. When it does not, only the last consensus price of
+        each asset in the batch is published (the others are superseded before anyone
+        could act on them; counted in aps_conflated_prices_total): the risk stage then
+        revalues once per asset per batch and catches up instead of falling further
+        behind. What is published is what risk.inputs records, so a replay of risk.inputs
+        is exact either way.
+        """
         engine = self.engine()
+        latest: dict[str, tuple[ConsensusPrice, EventT]] = {}
+        computed = 0
         for event in events:
             try:
                 observation = decode(event.message.value, OracleObservation)
@@ -81,7 +92,13 @@ class ConsensusStage:
             elif outcome.dropped is not None:
                 DROPPED.labels(STAGE, outcome.dropped.reason).inc()
             for price in outcome.prices:
-                self._publish(price, event)
+                latest.pop(price.asset, None)  # keep the order of each asset's last price
+                latest[price.asset] = (price, event)
+                computed += 1
+        for price, cause in latest.values():
+            self._publish(price, cause)
+        if computed > len(latest):
+            CONFLATED.inc(computed - len(latest))
         with event_context(events[-1]):
             self.state[STATE_KEY] = encode(engine.snapshot())
         MESSAGES.labels(STAGE).inc(len(events))
