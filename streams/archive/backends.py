@@ -42,6 +42,10 @@ class ArchiveError(InfraError):
     """The archive could not be opened, written or queried."""
 
 
+class ArchiveUnavailableError(ArchiveError):
+    """ClickHouse did not answer (down, unreachable, overloaded): worth retrying later."""
+
+
 class ArchiveLockedError(ArchiveError):
     """The embedded archive's data directory is owned by another process."""
 
@@ -385,6 +389,10 @@ def _datetime(type_: str, text: str) -> dt.datetime:
 
 _PARAM = re.compile(r"\{(\w+):[^{}]+\}")
 UNKNOWN_DATABASE = 81
+# server error codes of a server that is there but cannot serve now: timeout, too many
+# queries, no free connection, socket timeout, network error, memory limit, too many parts,
+# all connection tries failed
+TRANSIENT_CODES = frozenset({159, 202, 203, 209, 210, 241, 252, 279})
 
 
 class ServerBackend:
@@ -406,7 +414,8 @@ class ServerBackend:
             self._client.execute("SELECT 1")
         except Exception as exc:
             if getattr(exc, "code", None) != UNKNOWN_DATABASE:
-                raise ArchiveError(f"cannot reach ClickHouse at {self.location}: {exc}") from exc
+                raise ArchiveUnavailableError(
+                    f"cannot reach ClickHouse at {self.location}: {exc}") from exc
             if not create:
                 raise ArchiveMissingError(
                     f"database {self.database!r} does not exist on {self.location}: nothing "
@@ -453,11 +462,16 @@ class ServerBackend:
                            [tuple(row) for row in rows])
 
     def _call(self, sql: str, params: Any, **kwargs: Any) -> Any:
+        from clickhouse_driver.errors import NetworkError, SocketTimeoutError
+
         try:
             return self._client.execute(sql, params, **kwargs)
         except Exception as exc:  # driver errors carry the server's message
             message = str(exc).split("Stack trace:", 1)[0].strip()  # old servers append one
-            raise ArchiveError(f"ClickHouse {self.location}: {message}") from exc
+            unavailable = (isinstance(exc, NetworkError | SocketTimeoutError | EOFError | OSError)
+                           or getattr(exc, "code", None) in TRANSIENT_CODES)
+            error = ArchiveUnavailableError if unavailable else ArchiveError
+            raise error(f"ClickHouse {self.location}: {message or type(exc).__name__}") from exc
 
     def close(self) -> None:
         """Disconnect."""
