@@ -168,6 +168,26 @@ def variant_children(node: Node) -> list[int]:
     return [order.index(name) for name in names]
 
 
+def rebuild_union(node: Node, codes: pa.Array, branches: Sequence[pa.Array]) -> pa.UnionArray:
+    """A Variant read as its discriminator (`variantType`: the child index in sorted order,
+    -1 for NULL) and one nullable column per branch (`variantElement`, in branch order) as
+    the dense union chdb would write: children in sorted order, NULL last."""
+    codes_np = codes.to_numpy(zero_copy_only=False).astype(np.int8)
+    null_child = len(branches)
+    codes_np = np.where(codes_np < 0, null_child, codes_np).astype(np.int8)
+    offsets = np.zeros(len(codes_np), dtype=np.int32)
+    children: list[pa.Array] = [pa.nulls(0)] * (null_child + 1)
+    for branch, child in zip(branches, variant_children(node), strict=True):
+        rows = np.flatnonzero(codes_np == child)
+        offsets[rows] = np.arange(len(rows), dtype=np.int32)
+        children[child] = branch.take(pa.array(rows, pa.int64()))
+    rows = np.flatnonzero(codes_np == null_child)
+    offsets[rows] = np.arange(len(rows), dtype=np.int32)
+    children[null_child] = pa.nulls(len(rows))
+    return pa.UnionArray.from_dense(pa.array(codes_np, pa.int8()), pa.array(offsets),
+                                    children)
+
+
 def is_variant(node: Node) -> bool:
     """True if ClickHouse reads this union as Variant (a dense union in Arrow)."""
     return node.kind == "union" and len(node.present) > 1

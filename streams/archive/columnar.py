@@ -15,7 +15,7 @@
 3. The table's `columnar` builder computes the typed columns and `JsonWriter` the
    ``record`` text, both with Arrow kernels; the Kafka coordinates are columns of the batch.
    Rows they cannot reproduce exactly are flagged and mapped per row instead.
-4. A group chdb refuses (a malformed value) is halved until its parts decode; the few
+4. A group chdb refuses (a malformed value) is split until its parts decode; the few
    messages left over are mapped per row (`ColumnarMapper._decode_all`).
 
 The result is the same rows `archive_row` gives for every message (a test proves it for
@@ -44,8 +44,11 @@ from streams.archive.avroarrow import (
     Node,
     UnsupportedSchemaError,
     clickhouse_type,
+    is_variant,
+    rebuild_union,
     schema_tree,
     utf8_or_escaped,
+    variant_types,
 )
 from streams.archive.backends import (
     ArchiveBackend,
@@ -54,6 +57,7 @@ from streams.archive.backends import (
     arrow_table,
     chdb_query,
     local_session,
+    quote_identifier,
 )
 from streams.archive.rows import (
     DATETIME_MAX,
@@ -69,7 +73,8 @@ log = logging.getLogger(__name__)
 
 SYNC = b"aps-archive-sync"  # 16 bytes; any constant works, each file is read once
 ROW_FIELD, FRAMING_FIELD = "_aps_row", "_aps_framing"
-PER_ROW_PART = 32  # a refused part this small is mapped per row rather than halved again
+PER_ROW_PART = 32  # a refused part this small is mapped per row rather than split again
+SPLIT_WAYS = 16  # a refused part is split in this many (fewer re-decoded rows than halves)
 DECODE_SETTINGS = ("output_format_arrow_string_as_string = 0, "  # bytes; UTF-8 checked here
                    "schema_inference_use_cache_for_file = 0, print_pretty_type_names = 0")
 
@@ -135,6 +140,44 @@ class _Schema:
     json: JsonWriter
     header: bytes  # the container file header
     framing: bytes  # the 10 bytes every value of this schema starts with
+    select: str  # the columns the decoding query selects
+
+
+def _select_list(node: Node) -> str:
+    """The decoding query's columns: every field, a union read as Variant split in its
+    discriminator and one column per branch.
+
+    chdb 26.9 cannot write a Variant nested in a Variant as Arrow when the outer branch
+    holding it is empty in the batch (a RiskInput batch without AccountEvents fails); the
+    split columns convert, and `rebuild_union` makes the dense union again.
+    """
+    columns = [ROW_FIELD, FRAMING_FIELD]
+    for name, type_node in node.fields:
+        column = quote_identifier(name)
+        if not is_variant(type_node):
+            columns.append(column)
+            continue
+        columns.append(f"variantType({column}) AS {quote_identifier(_part(name, 'type'))}")
+        columns += [f"variantElement({column}, {_literal(type_)}) AS "
+                    f"{quote_identifier(_part(name, str(i)))}"
+                    for i, type_ in enumerate(variant_types(type_node))]
+    return ", ".join(columns)
+
+
+def _part(field: str, part: str) -> str:
+    return f"_aps_{part}_{field}"
+
+
+def _rebuild_unions(node: Node, table: pa.Table) -> pa.Table:
+    """The split Variant columns of a decoded table as dense unions again."""
+    for name, type_node in node.fields:
+        if is_variant(type_node):
+            branches = [table.column(_part(name, str(i))).combine_chunks()
+                        for i in range(len(type_node.present))]
+            union = rebuild_union(type_node,
+                                  table.column(_part(name, "type")).combine_chunks(), branches)
+            table = table.append_column(name, union)
+    return table
 
 
 class ColumnarMapper:
@@ -217,7 +260,7 @@ class ColumnarMapper:
             node = schema_tree(entry.parsed)
             header = _container_header(entry.parsed)
             schema = _Schema(name, spec, node, JsonWriter(node), header,
-                             MAGIC + entry.fingerprint)
+                             MAGIC + entry.fingerprint, _select_list(node))
             self._check_inferred_types(schema)
         except UnsupportedSchemaError as exc:
             log.warning("archiver: %s is archived per row (%s)", name, exc)
@@ -240,24 +283,25 @@ class ColumnarMapper:
     def _map_group(self, schema: _Schema, batch: MessageBatch, indices: list[int],
                    common: _Common) -> tuple[list[pa.Table], list[int]]:
         """(the group's rows, messages left to the reference path)."""
-        decoded, rest = self._decode_all(schema, batch, indices)
-        tables = []
-        for part, values in decoded:
-            table, flagged = self._rows(schema, values, part, common)
-            tables.append(table)
-            rest += flagged
-        return tables, rest
+        parts, rest = self._decode_all(schema, batch, indices)
+        if not parts:
+            return [], rest
+        decoded = Decoded(schema.node, pa.concat_tables([table for _, table in parts]))
+        table, flagged = self._rows(schema, decoded, [i for part, _ in parts for i in part],
+                                    common)
+        return [table], rest + flagged
 
     def _decode_all(self, schema: _Schema, batch: MessageBatch, indices: list[int],
-                    ) -> tuple[list[tuple[list[int], Decoded]], list[int]]:
+                    ) -> tuple[list[tuple[list[int], pa.Table]], list[int]]:
         """Decoded parts of a group, and the messages left to the per-row path.
 
-        When chdb refuses the group (a malformed value), it is halved until each part either
-        decodes or is small enough to be mapped per row. The per-row path then gives every
-        message fastavro's reading of it: undecodable, or, for a value fastavro reads and
-        chdb does not (fastavro accepts one truncated inside its last string), that reading.
+        When chdb refuses the group (a malformed value), it is split (in `SPLIT_WAYS`) until
+        each part either decodes or is small enough to be mapped per row. The per-row path
+        then gives every message fastavro's reading of it: undecodable, or, for a value
+        fastavro reads and chdb does not (fastavro accepts one truncated inside its last
+        string), that reading.
         """
-        parts: list[tuple[list[int], Decoded]] = []
+        parts: list[tuple[list[int], pa.Table]] = []
         rest: list[int] = []
         stack = [indices]
         first_error = ""
@@ -270,19 +314,19 @@ class ColumnarMapper:
                 if len(part) <= PER_ROW_PART:
                     rest += part
                 else:
-                    middle = len(part) // 2
-                    stack += [part[middle:], part[:middle]]
+                    size = max(PER_ROW_PART, -(-len(part) // SPLIT_WAYS))
+                    stack += [part[i:i + size] for i in range(0, len(part), size)][::-1]
         if rest:
             self.fallbacks += 1
             log.info("archiver: %d of %d %s messages mapped per row (%s)", len(rest),
                      len(indices), schema.name, first_error)
         return parts, rest
 
-    def _decode(self, schema: _Schema, batch: MessageBatch, indices: Sequence[int]) -> Decoded:
-        """chdb's column-wise decoding of the group's values."""
+    def _decode(self, schema: _Schema, batch: MessageBatch, indices: Sequence[int]) -> pa.Table:
+        """chdb's column-wise decoding of the group's values (in `indices` order)."""
         path = self._dir / f"{schema.name}.avro"
         path.write_bytes(_container(schema.header, batch.values, indices))
-        table = self._query(f"SELECT * FROM file({_literal(str(path))}, 'Avro') "
+        table = self._query(f"SELECT {schema.select} FROM file({_literal(str(path))}, 'Avro') "
                             f"SETTINGS {DECODE_SETTINGS}")
         if table.num_rows != len(indices):
             raise ArchiveError(f"chdb decoded {table.num_rows} rows of {len(indices)}")
@@ -295,7 +339,7 @@ class ColumnarMapper:
         if (not np.array_equal(numbers, expected)
                 or not pc.all(pc.equal(table.column(FRAMING_FIELD), framing)).as_py()):
             raise ArchiveError("a message's bytes do not decode as one record")
-        return Decoded(schema.node, table)
+        return _rebuild_unions(schema.node, table)
 
     def _rows(self, schema: _Schema, decoded: Decoded, indices: list[int],
               common: _Common) -> tuple[pa.Table, list[int]]:
