@@ -9,6 +9,7 @@ Then the rows stored by each path are read back from both backends and compared.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +20,9 @@ from streams.archive.archiver import insert_tables
 from streams.archive.backends import ArchiveBackend, ChdbBackend
 from streams.archive.columnar import ColumnarMapper, MessageBatch, open_mapper
 from streams.archive.migrations import migrate
-from streams.archive.rows import ALL_TABLES, TABLES_BY_SCHEMA, KafkaMessage
+from streams.archive.rows import ALL_TABLES, TABLES_BY_SCHEMA, KafkaMessage, record_json
 from streams.archive.workload import Workload
-from streams.codecs.avro import decode_datum
+from streams.codecs.avro import decode_datum, encode
 from streams.errors import CodecError
 from tests.integration.archive import edge_cases as e
 from tests.integration.archive import samples as s
@@ -147,9 +148,10 @@ def test_batches_holding_only_some_union_branches_are_mapped_column_wise(
     # without account events): the mapper reads unions split, and must not fall back
     def body(message: KafkaMessage) -> str:
         try:
-            return str(decode_datum(message.value or b"")[1]["body"][0])
+            writer, datum = decode_datum(message.value or b"")
         except CodecError:  # the workload's few malformed messages
             return ""
+        return str(datum["body"][0]) if "body" in datum else writer
 
     workload = [m for m in Workload(seed=13).messages(3_000)
                 if m.value is not None and m.topic in ("risk.inputs", "oracle.ticks")]
@@ -161,3 +163,27 @@ def test_batches_holding_only_some_union_branches_are_mapped_column_wise(
         mapper.fallbacks = 0
         assert_same_rows(mapper, messages)
         assert mapper.fallbacks == 0
+
+
+def test_a_corrupted_null_branch_index_is_the_one_documented_difference(
+        mapper: ColumnarMapper) -> None:
+    """ClickHouse reads a nullable union whose branch index is not 1 as null; fastavro
+    refuses an index outside the union. When the byte of a null's index (0) is corrupted
+    into another value, nothing else moves, so the column-wise path archives the record
+    as written (that field null) where the reference keeps the message raw as
+    malformed_avro. Every other corruption tried gives identical rows (see docs/archive.md).
+    """
+    value = encode(s.top_up("acct-n", 0))
+    action_then_nulls = b"\x02\x00\x00"  # action TOP_UP, instrument null, side null
+    assert value.count(action_then_nulls) == 1
+    at = value.index(action_then_nulls) + 1
+    corrupted = value[:at] + b"\x04" + value[at + 1:]  # instrument: branch index 2
+    message = KafkaMessage("exec.ethereum.commands", 0, 0, b"k", corrupted, s.T0)
+    reference = reference_rows([message])
+    assert list(reference) == ["undecodable_messages"]
+    assert "IndexError" in reference["undecodable_messages"][1][0][9]
+    tables = mapper.map(MessageBatch.of([message]), ARCHIVED_AT)
+    assert list(tables) == ["commands"]
+    row = tables["commands"][1].to_pylist()[0]
+    assert row["instrument_id"] is None and json.loads(row["record"])["instrument"] is None
+    assert row["record"] == record_json(decode_datum(value)[1])  # the record as written
