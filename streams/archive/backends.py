@@ -324,10 +324,6 @@ def ipc_stream(data: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def arrow_stream(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> bytes:
-    """Rows as an Arrow IPC stream with types matching the ClickHouse columns."""
-    return ipc_stream(arrow_table(columns, rows))
-
 
 _ARROW_SCALARS = {
     "String": "string", "Int8": "int8", "Int16": "int16", "Int32": "int32", "Int64": "int64",

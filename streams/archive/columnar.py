@@ -221,7 +221,7 @@ class ColumnarMapper:
         """Rows of every message of `batch`, as one Arrow table per archive table."""
         groups, reference = self._sort(batch)
         parts: dict[str, tuple[TableSpec, list[pa.Table]]] = {}
-        common = _Common(batch, archived_at) if groups else None
+        common = _Common.of(batch, archived_at) if groups else None
         largest_first = sorted(groups.items(), key=lambda item: -len(item[1]))
         tasks = [(self._schemas[name], indices) for name, indices in largest_first]
 
@@ -446,14 +446,13 @@ class _Common:
     timestamps: pa.Array
     archived_at: int
 
-    def __init__(self, batch: MessageBatch, archived_at: int) -> None:
-        set_ = object.__setattr__
-        set_(self, "topics", pa.array(batch.topics, pa.string()))
-        set_(self, "partitions", pa.array(batch.partitions, pa.int32()))
-        set_(self, "offsets", pa.array(batch.offsets, pa.int64()))
-        set_(self, "keys", utf8_or_escaped(pa.array(batch.keys, pa.binary())))
-        set_(self, "timestamps", pa.array(batch.timestamps, pa.int64()))
-        set_(self, "archived_at", archived_at)
+    @classmethod
+    def of(cls, batch: MessageBatch, archived_at: int) -> _Common:
+        """The columns of `batch` (keys as text like `rows._text` makes them)."""
+        return cls(pa.array(batch.topics, pa.string()), pa.array(batch.partitions, pa.int32()),
+                   pa.array(batch.offsets, pa.int64()),
+                   utf8_or_escaped(pa.array(batch.keys, pa.binary())),
+                   pa.array(batch.timestamps, pa.int64()), archived_at)
 
 
 def open_mapper(backend: ArchiveBackend, workers: int | None = None) -> ColumnarMapper:
