@@ -3,12 +3,21 @@
     backend = open_archive(settings)          # chdb in data_dir, or APS_CLICKHOUSE_URL
     migrate(backend)                          # infra/clickhouse/NNN_*.sql, idempotent
     run_archiver(settings, bootstrap, stop)   # Kafka -> ClickHouse until `stop` is set
+
+    mapper = open_mapper(backend)             # messages -> one Arrow block per table
+    tables = mapper.map(MessageBatch.of(messages), archived_at)
+
+Errors: ArchiveError (ArchiveLockedError, ArchiveMissingError, ArchiveUnavailableError:
+ClickHouse down or overloaded, QueryRefusedError: an `aps history sql` query outside the
+archive), BrokerUnreachableError.
 """
 
 from streams.archive.archiver import (
     GROUP_ID,
     Archiver,
     ArchiverProgress,
+    Backoff,
+    BrokerUnreachableError,
     archived_topics,
     run_archiver,
 )
@@ -17,11 +26,14 @@ from streams.archive.backends import (
     ArchiveError,
     ArchiveLockedError,
     ArchiveMissingError,
+    ArchiveUnavailableError,
     ChdbBackend,
     QueryResult,
     ServerBackend,
     open_archive,
 )
+from streams.archive.columnar import ColumnarMapper, MessageBatch, open_mapper
+from streams.archive.history import QueryRefusedError
 from streams.archive.migrations import MigrationError, migrate
 from streams.archive.rows import (
     ALL_TABLES,
@@ -39,11 +51,17 @@ __all__ = [
     "ArchiveError",
     "ArchiveLockedError",
     "ArchiveMissingError",
+    "ArchiveUnavailableError",
     "Archiver",
     "ArchiverProgress",
+    "Backoff",
+    "BrokerUnreachableError",
     "ChdbBackend",
+    "ColumnarMapper",
     "KafkaMessage",
+    "MessageBatch",
     "MigrationError",
+    "QueryRefusedError",
     "QueryResult",
     "ServerBackend",
     "TableSpec",
@@ -51,5 +69,6 @@ __all__ = [
     "archived_topics",
     "migrate",
     "open_archive",
+    "open_mapper",
     "run_archiver",
 ]

@@ -19,15 +19,18 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from streams.archive.rows import Column
 from streams.config import Settings
 from streams.errors import InfraError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Params = Mapping[str, Any] | None
 
@@ -37,6 +40,10 @@ READONLY = 2
 
 class ArchiveError(InfraError):
     """The archive could not be opened, written or queried."""
+
+
+class ArchiveUnavailableError(ArchiveError):
+    """ClickHouse did not answer (down, unreachable, overloaded): worth retrying later."""
 
 
 class ArchiveLockedError(ArchiveError):
@@ -77,6 +84,9 @@ class ArchiveBackend(Protocol):
                rows: Sequence[Sequence[Any]]) -> int:
         """Insert rows (tuples in `columns` order) into `table`; return the row count."""
 
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        """Insert an Arrow table (columns named and typed as `arrow_schema` makes them)."""
+
     def query(self, sql: str, params: Params = None, *, readonly: bool = False) -> QueryResult:
         """Run a query; `readonly` refuses anything that would write."""
 
@@ -100,8 +110,11 @@ def quote_identifier(name: str) -> str:
 
 
 def _insert_head(table: str, columns: Sequence[Column]) -> str:
-    names = ", ".join(quote_identifier(c.name) for c in columns)
-    return f"INSERT INTO {quote_identifier(table)} ({names})"
+    return f"INSERT INTO {quote_identifier(table)} ({_names(c.name for c in columns)})"
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(quote_identifier(name) for name in names)
 
 
 # --- embedded: chdb ----------------------------------------------------------------------------
@@ -149,14 +162,20 @@ class ChdbBackend:
         """Insert as one Arrow IPC stream (columnar, typed; measured fastest for chdb)."""
         if not rows:
             return 0
-        body = arrow_stream(columns, rows)
+        return self.insert_arrow(table, arrow_table(columns, rows))
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        """Insert an Arrow table as one Arrow IPC stream."""
+        if not data.num_rows:
+            return 0
+        head = f"INSERT INTO {quote_identifier(table)} ({_names(data.column_names)})"
         try:
-            with self._session.send_insert(_insert_head(table, columns), "ArrowStream") as ins:
-                ins.append(body)
+            with self._session.send_insert(head, "ArrowStream") as ins:
+                ins.append(ipc_stream(data))
                 ins.finish()
-        except RuntimeError as exc:
+        except Exception as exc:  # chdb raises RuntimeError or its own ChdbError
             raise ArchiveError(f"insert into {table} failed: {exc}") from exc
-        return len(rows)
+        return data.num_rows
 
     def query(self, sql: str, params: Params = None, *, readonly: bool = False) -> QueryResult:
         """Run a query and convert its JSON output by column type."""
@@ -181,10 +200,7 @@ class ChdbBackend:
         return self._readonly_session
 
     def _run(self, sess: Any, sql: str, fmt: str, params: Params) -> Any:
-        try:
-            return sess.query(sql, fmt, params=dict(params) if params else None)
-        except Exception as exc:  # chdb raises RuntimeError or its own ChdbError
-            raise ArchiveError(f"chdb: {exc}") from exc
+        return chdb_query(sess, sql, fmt, params)
 
     def close(self) -> None:
         """Close both sessions; the data directory is released."""
@@ -193,6 +209,51 @@ class ChdbBackend:
                 sess.close()
         self._readonly_session = None
         self._session = None
+
+
+SYNC_QUERY, SYNC_ANSWER = "SELECT 'aps-chdb-sync'", b"aps-chdb-sync\n"
+
+
+def chdb_query(sess: Any, sql: str, fmt: str, params: Params = None) -> Any:
+    """Run `sql` on a chdb session; ArchiveError if it fails.
+
+    chdb 26.9 hands the partial output of a query that failed midway to the *next* query
+    of the same session: after a failure the session is read until it answers a marker
+    query with the marker, so no later query can receive another one's result.
+    """
+    try:
+        return sess.query(sql, fmt, params=dict(params) if params else None)
+    except Exception as exc:  # chdb raises RuntimeError or its own ChdbError
+        _resync(sess)
+        raise ArchiveError(f"chdb: {exc}") from exc
+
+
+def _resync(sess: Any, attempts: int = 3) -> None:
+    for _ in range(attempts):
+        try:
+            if bytes(sess.query(SYNC_QUERY, "TSVRaw").bytes()) == SYNC_ANSWER:
+                return
+        except Exception:  # a failing marker query is read past like the rest
+            continue
+    raise ArchiveError("chdb session out of step (a failed query left output behind)")
+
+
+def local_session(path: str | Path | None = None) -> Any:
+    """A chdb session for work that needs no archive of its own (decoding, parsing SQL).
+
+    chdb lets a process use one data directory: the session opens `path` if given, else
+    memory, or the directory this process's chdb already uses.
+    """
+    from chdb import session
+
+    target = str(path) if path is not None else ":memory:"
+    try:
+        return session.Session(target)
+    except RuntimeError as exc:
+        match = re.search(r"already initialized with path '([^']*)'", str(exc))
+        if path is None and match:
+            return session.Session(match.group(1))
+        raise ArchiveError(f"cannot open chdb ({exc})") from exc
 
 
 def _refuse_if_locked(path: Path) -> None:
@@ -233,20 +294,35 @@ def _owner_pid(status: Path) -> int | None:
 
 # --- Arrow for chdb inserts ----------------------------------------------------------------
 
-def arrow_stream(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> bytes:
-    """Rows as an Arrow IPC stream with types matching the ClickHouse columns."""
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    """The Arrow schema of a table's columns: types matching the ClickHouse columns."""
     import pyarrow as pa
-    import pyarrow.ipc as ipc
 
-    schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in columns])
+    return pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in columns])
+
+
+def arrow_table(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> pa.Table:
+    """Rows (tuples in `columns` order) as an Arrow table of `arrow_schema(columns)`."""
+    import pyarrow as pa
+
+    schema = arrow_schema(columns)
+    if not rows:
+        return schema.empty_table()
     data = list(zip(*rows, strict=True))
-    table = pa.Table.from_arrays(
+    return pa.Table.from_arrays(
         [pa.array(values, type=field.type) for values, field in zip(data, schema, strict=True)],
         schema=schema)
+
+
+def ipc_stream(data: pa.Table) -> bytes:
+    """An Arrow table as Arrow IPC stream bytes."""
+    import pyarrow.ipc as ipc
+
     sink = io.BytesIO()
-    with ipc.new_stream(sink, schema) as writer:
-        writer.write_table(table)
+    with ipc.new_stream(sink, data.schema) as writer:
+        writer.write_table(data)
     return sink.getvalue()
+
 
 
 _ARROW_SCALARS = {
@@ -309,6 +385,10 @@ def _datetime(type_: str, text: str) -> dt.datetime:
 
 _PARAM = re.compile(r"\{(\w+):[^{}]+\}")
 UNKNOWN_DATABASE = 81
+# server error codes of a server that is there but cannot serve now: timeout, too many
+# queries, no free connection, socket timeout, network error, memory limit, too many parts,
+# all connection tries failed
+TRANSIENT_CODES = frozenset({159, 202, 203, 209, 210, 241, 252, 279})
 
 
 class ServerBackend:
@@ -330,7 +410,8 @@ class ServerBackend:
             self._client.execute("SELECT 1")
         except Exception as exc:
             if getattr(exc, "code", None) != UNKNOWN_DATABASE:
-                raise ArchiveError(f"cannot reach ClickHouse at {self.location}: {exc}") from exc
+                raise ArchiveUnavailableError(
+                    f"cannot reach ClickHouse at {self.location}: {exc}") from exc
             if not create:
                 raise ArchiveMissingError(
                     f"database {self.database!r} does not exist on {self.location}: nothing "
@@ -360,6 +441,14 @@ class ServerBackend:
         self._call(_insert_head(table, columns) + " VALUES", data, columnar=True)
         return len(rows)
 
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        """Native columnar insert of an Arrow table (one block per call)."""
+        if not data.num_rows:
+            return 0
+        head = f"INSERT INTO {quote_identifier(table)} ({_names(data.column_names)}) VALUES"
+        self._call(head, [column.to_pylist() for column in data.columns], columnar=True)
+        return data.num_rows
+
     def query(self, sql: str, params: Params = None, *, readonly: bool = False) -> QueryResult:
         """Run a query; values come back as Python types (DateTime('UTC') zoned)."""
         settings = {"readonly": READONLY} if readonly else None
@@ -369,11 +458,16 @@ class ServerBackend:
                            [tuple(row) for row in rows])
 
     def _call(self, sql: str, params: Any, **kwargs: Any) -> Any:
+        from clickhouse_driver.errors import NetworkError, SocketTimeoutError
+
         try:
             return self._client.execute(sql, params, **kwargs)
         except Exception as exc:  # driver errors carry the server's message
             message = str(exc).split("Stack trace:", 1)[0].strip()  # old servers append one
-            raise ArchiveError(f"ClickHouse {self.location}: {message}") from exc
+            unavailable = (isinstance(exc, NetworkError | SocketTimeoutError | EOFError | OSError)
+                           or getattr(exc, "code", None) in TRANSIENT_CODES)
+            error = ArchiveUnavailableError if unavailable else ArchiveError
+            raise error(f"ClickHouse {self.location}: {message or type(exc).__name__}") from exc
 
     def close(self) -> None:
         """Disconnect."""

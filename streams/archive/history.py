@@ -3,13 +3,28 @@
 Every query reads its table with FINAL, so a message archived twice (after a crash
 between insert and commit) is seen once. The SQL runs unchanged on ClickHouse 18.16 and
 on chdb 26.x; parameters use ClickHouse's ``{name:Type}`` syntax.
+
+`sql` runs ad-hoc queries, and only over the archive: ClickHouse's own parser (chdb's,
+for both backends; parsing runs nothing) must find one SELECT whose tables are all in the
+archive's database, with no table function (file(), url(), remote() ...) and no function
+that reads outside it (file(), dictGet(), joinGet() ...); then it runs read-only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from streams.archive.backends import ArchiveBackend, ArchiveMissingError, QueryResult, open_archive
+from streams.archive.backends import (
+    ArchiveBackend,
+    ArchiveError,
+    ArchiveMissingError,
+    QueryResult,
+    chdb_query,
+    local_session,
+    open_archive,
+)
 from streams.archive.migrations import MIGRATIONS_TABLE, table_exists
 from streams.archive.rows import ALL_TABLES
 from streams.config import Settings
@@ -149,5 +164,105 @@ def counts(backend: ArchiveBackend) -> QueryResult:
 
 
 def sql(backend: ArchiveBackend, text: str) -> QueryResult:
-    """An ad-hoc query, read-only (statements that would write are refused)."""
+    """An ad-hoc SELECT over the archive's tables, read-only (see the module docstring)."""
+    database = str(backend.query("SELECT currentDatabase()").scalar())
+    session = local_session(backend.location if backend.kind == "chdb" else None)
+    try:
+        check_archive_query(text, database, lambda q, p=None: _lines(session, q, p))
+    finally:
+        session.close()
     return backend.query(text, readonly=True)
+
+
+class QueryRefusedError(ArchiveError):
+    """An ad-hoc query that is not one SELECT over the archive's own tables."""
+
+
+# functions that read what is not in the archive: files, dictionaries, other tables, models
+_DENIED_FUNCTIONS = {"file", "hascolumnintable", "catboostevaluate", "modelevaluate"}
+_DENIED_PREFIXES = ("dict", "joinget")
+_IN_FUNCTIONS = {"in", "notin", "globalin", "globalnotin", "nullin", "notnullin",
+                 "globalnullin", "globalnotnullin"}
+_LINE = re.compile(r"^( *)(\w+)(?: (.*?))?(?: \(alias [^)]*\))?(?: \(children \d+\))?$")
+
+
+@dataclass
+class _AstNode:
+    kind: str
+    text: str
+    children: list[_AstNode] = field(default_factory=list)
+
+
+Parse = Callable[..., list[str]]
+
+
+def check_archive_query(text: str, database: str, parse: Parse) -> None:
+    """Refuse (QueryRefusedError) anything but one SELECT over tables of `database`.
+
+    `parse(sql, params)` runs a statement on chdb and returns its output lines.
+    """
+    try:
+        parse("SELECT formatQuery({q:String})", {"q": text})  # one statement, or a refusal
+        lines = parse("EXPLAIN AST " + text)
+    except ArchiveError as exc:
+        raise QueryRefusedError(f"not a single valid query: {_first_line(exc)}") from None
+    root = _tree(lines)
+    if root is None or root.kind != "SelectWithUnionQuery":
+        raise QueryRefusedError("only SELECT queries are allowed")
+    _check(root, database)
+
+
+def _check(node: _AstNode, database: str) -> None:
+    if node.kind == "SelectWithUnionQuery" and len(node.children) != 1:
+        raise QueryRefusedError("FORMAT and INTO OUTFILE are not allowed (use --json)")
+    if node.kind == "TableIdentifier":
+        _check_table(node.text, database)
+    if node.kind == "TableExpression" and node.children and node.children[0].kind == "Function":
+        raise QueryRefusedError(f"table functions are not allowed: {node.children[0].text}()")
+    if node.kind == "Function":
+        name = node.text.lower()
+        if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
+            raise QueryRefusedError(f"function {node.text}() reads outside the archive")
+        arguments = node.children[0].children if node.children else []
+        if name in _IN_FUNCTIONS and len(arguments) == 2 and arguments[1].kind == "Identifier":
+            _check_table(arguments[1].text, database)  # `x IN table`
+    for child in node.children:
+        _check(child, database)
+
+
+def _check_table(name: str, database: str) -> None:
+    qualifier, _, _ = name.rpartition(".")
+    if qualifier and qualifier != database:
+        raise QueryRefusedError(
+            f"table {name} is outside the archive: only the tables of database {database} "
+            "(see `aps history counts`) can be queried")
+
+
+def _tree(lines: list[str]) -> _AstNode | None:
+    """EXPLAIN AST output (one node per line, indented by depth) as a tree."""
+    root: _AstNode | None = None
+    stack: list[tuple[int, _AstNode]] = []
+    for line in lines:
+        match = _LINE.match(line)
+        if match is None:
+            raise QueryRefusedError("the query could not be analysed")
+        depth, node = len(match.group(1)), _AstNode(match.group(2), match.group(3) or "")
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            stack[-1][1].children.append(node)
+        elif root is None:
+            root = node
+        else:
+            raise QueryRefusedError("only one query is allowed")
+        stack.append((depth, node))
+    return root
+
+
+def _lines(session: object, query: str, params: dict[str, str] | None = None) -> list[str]:
+    raw = bytes(chdb_query(session, query, "TSVRaw", params).bytes())
+    return [line for line in raw.decode("utf-8", "replace").split("\n") if line]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

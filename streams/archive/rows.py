@@ -5,19 +5,32 @@ with the same Kafka coordinates and times, ends with the full record as JSON, an
 columns in between for what users filter and aggregate on. The column lists here must
 match the DDL in infra/clickhouse/*.sql (a test compares them against both backends).
 
-To archive a new topic: add a migration creating its table, a `TableSpec` (columns + row
-builder) below, and one line in `TABLES_BY_SCHEMA` (its value schema) or, for a Faust
-table changelog, in `CHANGELOG_SCHEMAS`.
+Each table has two builders of its typed columns: `build`, per decoded datum (a dict from
+fastavro), and `columnar`, per batch of decoded Arrow columns (`streams.archive.columnar`,
+what the archiver runs). The per-row one is the reference: `archive_row` maps one message
+with it, and a test proves that both produce identical rows for every table. The columnar
+path falls back to `archive_row` for the messages it cannot map (undecodable ones, changelog
+tombstones, the rare rows flagged in `Decoded.flagged`).
+
+To archive a new topic: add a migration creating its table, a `TableSpec` (columns and both
+builders) below, and one line in `TABLES_BY_SCHEMA` (its value schema) or, for a Faust
+table changelog, in `CHANGELOG_SCHEMAS`. Without a `columnar` builder it is archived per row.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streams.archive.avroarrow import Decoded, regroup, utf8_or_escaped
 from streams.codecs.avro import decode_datum
 from streams.errors import CodecError
 from streams.topics import schema_for_topic
@@ -31,6 +44,9 @@ CHANGELOG_SCHEMAS: dict[str, str] = {
 }
 
 DATETIME_MAX = 2**32 - 1  # ClickHouse DateTime is an unsigned 32-bit count of seconds
+# fastavro's error messages may name a Python object ("<_io.BytesIO object at 0x7f...>"):
+# the address is dropped so that a row is a function of the message alone
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +70,8 @@ class KafkaMessage:
 
 
 RowBuilder = Callable[[Datum], tuple[int, tuple[Any, ...]]]
+# (event time in epoch ms, the typed columns in `typed` order), one value per row
+ColumnarBuilder = Callable[[Decoded], tuple[pa.Array, list[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +85,11 @@ class TableSpec:
     name: str
     typed: tuple[Column, ...]
     build: RowBuilder | None
+    columnar: ColumnarBuilder | None = None
     has_record: bool = True
     tombstone: Callable[[str], tuple[Any, ...]] | None = None  # changelogs: key deleted
+    # an event time below 0 (unknown) is replaced by the Kafka timestamp
+    unknown_time_is_kafka: bool = False
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -128,12 +149,34 @@ def _oracle_tick(d: Datum) -> tuple[int, tuple[Any, ...]]:
                               expo, conf, source_time)
 
 
+def _oracle_tick_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    cl, pyth = "ChainlinkRound", "PythPriceUpdate"
+    return d.col("received_at"), [
+        d.col("chain"), d.enum("source"), d.col("feed_id"), d.branch_names("body"),
+        pc.fill_null(d.branch("body", cl, "round_id"), b""),
+        pc.coalesce(d.branch("body", cl, "answer").cast(pa.string()),
+                    d.branch("body", pyth, "price").cast(pa.string())),
+        d.branch("body", pyth, "expo"), d.branch("body", pyth, "conf"),
+        pc.coalesce(d.branch("body", cl, "updated_at"), d.branch("body", pyth, "publish_time")),
+    ]
+
+
 def _consensus_price(d: Datum) -> tuple[int, tuple[Any, ...]]:
     return d["event_time"], (
         d["asset"], d["price"], d["confidence"], d["status"], d["dispersion_bps"],
         list(d["sources_used"]), [s["source"] for s in d["sources_excluded"]],
         list(d["unhealthy_chains"]), d["sequence"],
     )
+
+
+def _consensus_price_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    excluded = d.col("sources_excluded")
+    names = pc.struct_field(pc.list_flatten(excluded), ["source"])
+    return d.col("event_time"), [
+        d.col("asset"), d.col("price"), d.col("confidence"), d.enum("status"),
+        d.col("dispersion_bps"), d.col("sources_used"), regroup(excluded, names),
+        d.col("unhealthy_chains"), d.col("sequence"),
+    ]
 
 
 def _account_event_columns(d: Datum) -> tuple[Any, ...]:
@@ -157,6 +200,20 @@ def _account_event(d: Datum) -> tuple[int, tuple[Any, ...]]:
     return d["event_time"], _account_event_columns(d)
 
 
+def _account_event_columnar(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    changed, collateral = "PositionChanged", "CollateralChanged"
+    return d.col("event_time"), [
+        d.col("event_id"), d.col("account_id"), d.branch_names("body"),
+        pc.coalesce(d.branch("body", changed, "position.instrument.chain"),
+                    d.branch("body", collateral, "chain"), pa.scalar(b"", pa.binary())),
+        d.branch("body", changed, "position.instrument.instrument_id"),
+        d.branch("body", changed, "position.quantity"),
+        d.branch("body", changed, "position.entry_price"),
+        d.branch("body", collateral, "balance_delta"),
+        d.branch("body", collateral, "reserve_delta"),
+    ]
+
+
 def _risk_input(d: Datum) -> tuple[int, tuple[Any, ...]]:
     body_name, body = d["body"]
     body_type = _short(body_name)
@@ -170,6 +227,20 @@ def _risk_input(d: Datum) -> tuple[int, tuple[Any, ...]]:
                         account_id, asset)
 
 
+def _risk_input_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    event, price, report = "AccountEvent", "ConsensusPrice", "ExecutionReport"
+    empty = pa.scalar(b"", pa.binary())
+    return pc.coalesce(d.branch("body", event, "event_time"),
+                       d.branch("body", price, "event_time"),
+                       d.branch("body", report, "executed_at")), [
+        d.col("origin_topic"), d.col("origin_partition"), d.col("origin_offset"),
+        d.branch_names("body"),
+        pc.coalesce(d.branch("body", event, "account_id"),
+                    d.branch("body", report, "account_id"), empty),
+        pc.coalesce(d.branch("body", price, "asset"), empty),
+    ]
+
+
 def _command(d: Datum) -> tuple[int, tuple[Any, ...]]:
     p = d["provenance"]
     return d["created_at"], (
@@ -181,6 +252,18 @@ def _command(d: Datum) -> tuple[int, tuple[Any, ...]]:
     )
 
 
+def _command_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    return d.col("created_at"), [
+        d.col("command_id"), d.col("account_id"), d.col("chain"), d.enum("reason"),
+        d.col("rule"), d.enum("action"), d.col("instrument.instrument_id"),
+        d.col("provenance.asset"), d.enum("side"), d.col("quantity"), d.col("amount"),
+        d.col("limit_price"), d.col("slippage_bps"), d.col("reduce_only"), d.col("created_at"),
+        d.col("deadline"), d.col("provenance.price"), d.col("provenance.confidence"),
+        d.enum("provenance.price_status"), d.col("provenance.state_version"),
+        d.col("provenance.rules_hash"), d.col("signature"),
+    ]
+
+
 def _execution_report(d: Datum) -> tuple[int, tuple[Any, ...]]:
     return d["executed_at"], (
         d["report_id"], d["command_id"], d["account_id"], d["chain"], d["status"], d["reason"],
@@ -189,11 +272,28 @@ def _execution_report(d: Datum) -> tuple[int, tuple[Any, ...]]:
     )
 
 
+def _execution_report_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    return d.col("executed_at"), [
+        d.col("report_id"), d.col("command_id"), d.col("account_id"), d.col("chain"),
+        d.enum("status"), d.col("reason"), d.enum("action"), d.col("instrument.instrument_id"),
+        d.col("filled_quantity"), d.col("fill_price"), d.col("fee"), d.col("top_up_amount"),
+        d.col("executed_at"), d.col("venue"),
+    ]
+
+
 def _dead_letter(d: Datum) -> tuple[int, tuple[Any, ...]]:
     return d["event_time"], (
         d["stage"], d["reason"], d["detail"], d["source_topic"], d["source_partition"],
         d["source_offset"], _text(d["key"]), len(d["payload"]),
     )
+
+
+def _dead_letter_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    return d.col("event_time"), [
+        d.col("stage"), d.col("reason"), d.col("detail"), d.col("source_topic"),
+        d.col("source_partition"), d.col("source_offset"), utf8_or_escaped(d.col("key")),
+        pc.binary_length(d.col("payload")),
+    ]
 
 
 def _account_state_deleted(account_id: str) -> tuple[Any, ...]:
@@ -214,46 +314,82 @@ def _account_state(d: Datum) -> tuple[int, tuple[Any, ...]]:
     )
 
 
+def _account_state_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    return d.col("last_event_time"), [
+        d.col("account_id"), pa.array(np.zeros(d.rows, np.uint8)), d.col("version"),
+        d.length("positions"), d.length("pending"), d.col("rules_hash"),
+        d.col("valuation.equity"), d.col("valuation.maintenance_margin"),
+        d.col("valuation.margin_ratio"), d.col("valuation.stress_loss"),
+        d.col("min_margin_ratio"), d.col("breached_maintenance"),
+        exact_sums(d, "collateral", "balance"), exact_sums(d, "collateral", "reserve"),
+    ]
+
+
+def exact_sums(d: Decoded, path: str, field: str) -> pa.Array:
+    """Per row, `math.fsum` of `field` over the records of the array at `path`.
+
+    A plain sum of up to two finite items is already the correctly rounded one; longer lists
+    and non-finite sums go through math.fsum, and rows where it raises are flagged.
+    """
+    lists = d.col(path)
+    items = pc.struct_field(pc.list_flatten(lists), [field]).to_numpy()
+    lengths = pc.list_value_length(lists).to_numpy()
+    starts = np.cumsum(lengths) - lengths
+    padded = np.append(items, 0.0)  # position len(items) stands for "no item"
+    first = padded[np.where(lengths > 0, starts, len(items))]
+    second = padded[np.where(lengths > 1, starts + 1, len(items))]
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = first + second
+    for row in np.flatnonzero((lengths > 2) | ~np.isfinite(sums)):
+        try:
+            sums[row] = math.fsum(items[starts[row]:starts[row] + lengths[row]])
+        except (ValueError, OverflowError):  # what makes the reference "unmappable"
+            d.flagged[row] = True
+    return pa.array(sums, pa.float64())
+
+
 # --- the tables --------------------------------------------------------------------------
 
 ORACLE_TICKS = TableSpec("oracle_ticks", _cols(
     "chain String, source String, feed_id String, body_type String, round_id String, "
     "raw_price String, expo Nullable(Int32), conf Nullable(Int64), source_time Int64"),
-    _oracle_tick)
+    _oracle_tick, _oracle_tick_columns)
 CONSENSUS_PRICES = TableSpec("consensus_prices", _cols(
     "asset String, price Float64, confidence Float64, status String, dispersion_bps Float64, "
     "sources_used Array(String), sources_excluded Array(String), "
-    "unhealthy_chains Array(String), sequence Int64"), _consensus_price)
+    "unhealthy_chains Array(String), sequence Int64"), _consensus_price,
+    _consensus_price_columns)
 ACCOUNT_EVENTS = TableSpec("account_events", _cols(
     "event_id String, account_id String, event_type String, chain String, "
     "instrument_id Nullable(String), quantity Nullable(Float64), "
     "entry_price Nullable(Float64), balance_delta Nullable(Float64), "
-    "reserve_delta Nullable(Float64)"), _account_event)
+    "reserve_delta Nullable(Float64)"), _account_event, _account_event_columnar)
 RISK_INPUTS = TableSpec("risk_inputs", _cols(
     "origin_topic String, origin_partition Int32, origin_offset Int64, body_type String, "
-    "account_id String, asset String"), _risk_input)
+    "account_id String, asset String"), _risk_input, _risk_input_columns)
 COMMANDS = TableSpec("commands", _cols(
     "command_id String, account_id String, chain String, reason String, rule String, "
     "action String, instrument_id Nullable(String), asset String, side Nullable(String), "
     "quantity Float64, amount Float64, limit_price Float64, slippage_bps Float64, "
     "reduce_only UInt8, created_at Int64, deadline Int64, price Float64, confidence Float64, "
     "price_status String, state_version Int64, rules_hash String, signature String"),
-    _command)
+    _command, _command_columns)
 EXECUTION_REPORTS = TableSpec("execution_reports", _cols(
     "report_id String, command_id String, account_id String, chain String, status String, "
     "reason String, action String, instrument_id Nullable(String), filled_quantity Float64, "
     "fill_price Float64, fee Float64, top_up_amount Float64, executed_at Int64, venue String"),
-    _execution_report)
+    _execution_report, _execution_report_columns)
 DEAD_LETTERS = TableSpec("dead_letters", _cols(
     "stage String, reason String, detail String, source_topic String, "
     "source_partition Int32, source_offset Int64, source_key String, payload_size Int64"),
-    _dead_letter)
+    _dead_letter, _dead_letter_columns, unknown_time_is_kafka=True)
 ACCOUNT_STATES = TableSpec("account_states", _cols(
     "account_id String, deleted UInt8, version Int64, positions UInt32, pending UInt32, "
     "rules_hash String, equity Nullable(Float64), maintenance_margin Nullable(Float64), "
     "margin_ratio Nullable(Float64), stress_loss Nullable(Float64), "
     "min_margin_ratio Float64, breached_maintenance UInt8, collateral Float64, "
-    "reserve Float64"), _account_state, tombstone=_account_state_deleted)
+    "reserve Float64"), _account_state, _account_state_columns,
+    tombstone=_account_state_deleted)
 UNDECODABLE = TableSpec("undecodable_messages", _cols(
     "reason String, detail String, expected_schema String, payload_size Int64, "
     "payload_hex String, key_hex String"), None, has_record=False)
@@ -314,10 +450,10 @@ def archive_row(message: KafkaMessage, archived_at: int) -> tuple[TableSpec, tup
     assert spec.build is not None
     try:
         event_time, typed = spec.build(datum)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError) as exc:
         return _undecodable(message, archived_at, "unmappable",
                             f"{type(exc).__name__}: {exc}", expected)
-    if spec is DEAD_LETTERS and event_time < 0:
+    if spec.unknown_time_is_kafka and event_time < 0:
         event_time = message.timestamp  # a dead letter whose input had no event time
     return spec, (*_common(message, event_time, archived_at), *typed, record_json(datum))
 
@@ -331,7 +467,8 @@ def _undecodable(message: KafkaMessage, archived_at: int, reason: str, detail: s
                  expected: str) -> tuple[TableSpec, tuple[Any, ...]]:
     value = message.value or b""
     return UNDECODABLE, (
-        *_common(message, message.timestamp, archived_at), reason, detail[:2000], expected,
+        *_common(message, message.timestamp, archived_at), reason,
+        _ADDRESS.sub("", detail)[:2000], expected,
         len(value), value.hex(), (message.key or b"").hex(),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import typer
@@ -28,12 +29,22 @@ class ProgressPrinter:
         if progress.caught_up == self._caught_up and now - self._last < self.every:
             return
         self._last, self._caught_up = now, progress.caught_up
-        tables = ", ".join(f"{name} {count}" for name, count in
-                           sorted(progress.rows_by_table.items())) or "nothing yet"
-        lag = "unknown" if progress.lag is None else str(progress.lag)
+        self.console.print(progress_line(progress))
+
+
+def progress_line(progress: ArchiverProgress) -> str:
+    """One line for humans: messages per table, lag, and what the archiver is doing."""
+    tables = ", ".join(f"{name} {count}" for name, count in
+                       sorted(progress.rows_by_table.items())) or "nothing yet"
+    lag = "unknown" if progress.lag is None else f"{progress.lag} messages"
+    if progress.lag_seconds is not None:
+        lag += f" (last batch {progress.lag_seconds:.1f} s behind)"
+    if progress.unavailable_s is not None:
+        state = (f"ClickHouse unavailable for {progress.unavailable_s:.0f} s, retrying "
+                 f"({progress.retries} failed attempts so far)")
+    else:
         state = "caught up" if progress.caught_up else "catching up"
-        self.console.print(f"archiver: {progress.messages} messages ({tables}); "
-                           f"lag {lag}; {state}")
+    return f"archiver: {progress.messages} messages ({tables}); lag {lag}; {state}"
 
 
 def archiver(
@@ -48,11 +59,14 @@ def archiver(
     """Archive every APS topic (and the risk table's changelog) to ClickHouse.
 
     Writes to embedded chdb in APS_DATA_DIR, or to the server of APS_CLICKHOUSE_URL. Stops
-    on Ctrl-C / SIGTERM after inserting and committing the batch in hand.
+    on Ctrl-C / SIGTERM after inserting and committing the batch in hand. Waits out a
+    ClickHouse outage (retrying with backoff); gives up at start if the broker does not
+    answer. Serves Prometheus metrics on APS_WEB_PORT (/metrics).
     """
     from streams.archive.archiver import run_archiver
 
     console = Console(stderr=True)
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         settings = load_settings()
         target = bootstrap or settings.kafka_bootstrap
@@ -61,11 +75,13 @@ def archiver(
                 "no broker: pass --bootstrap or set APS_KAFKA_BOOTSTRAP (the embedded broker "
                 "lives inside `aps run`, which archives by itself)", param_hint="--bootstrap")
         archive = settings.clickhouse_url and settings.describe()["clickhouse_url"]
-        console.print(f"archiver: {target} -> {archive or settings.chdb_path}; Ctrl-C to stop")
+        console.print(f"archiver: {target} -> {archive or settings.chdb_path}; metrics on "
+                      f"http://127.0.0.1:{settings.web_port}/metrics; Ctrl-C to stop")
         final = run_archiver(settings, target, on_progress=ProgressPrinter(console),
-                             batch_size=batch_size, batch_timeout=batch_timeout, group_id=group)
+                             batch_size=batch_size, batch_timeout=batch_timeout, group_id=group,
+                             metrics_port=settings.web_port)
     except APSError as exc:
-        console.print(f"[red]aps archiver:[/red] {exc}")
+        console.print(f"[red]aps archiver:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"archiver: stopped after {final.messages} messages")
 

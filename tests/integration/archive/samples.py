@@ -11,7 +11,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from streams.archive.archiver import insert_tables
 from streams.archive.backends import ArchiveBackend
+from streams.archive.columnar import MessageBatch, open_mapper
 from streams.archive.rows import KafkaMessage, TableSpec, archive_row
 from streams.codecs.avro import encode
 from streams.domain import (
@@ -197,14 +199,33 @@ ARCHIVED_AT = 1_700_000_100  # epoch seconds; rows are a pure function of messag
 
 
 def insert_messages(backend: ArchiveBackend, messages: list[KafkaMessage]) -> Counter[str]:
-    """Map and insert like the archiver does (one block per table); rows per table."""
+    """Map and insert like the archiver does (column-wise, one block per table)."""
+    mapper = open_mapper(backend)
+    try:
+        tables = mapper.map(MessageBatch.of(messages), ARCHIVED_AT)
+    finally:
+        mapper.close()
+    insert_tables(backend, tables)
+    return Counter({name: table.num_rows for name, (_, table) in tables.items()})
+
+
+def insert_messages_per_row(backend: ArchiveBackend,
+                            messages: list[KafkaMessage]) -> Counter[str]:
+    """Map with the per-row reference (`archive_row`) and insert; rows per table."""
+    by_table = reference_rows(messages)
+    for spec, rows in by_table.values():
+        backend.insert(spec.name, spec.columns, rows)
+    return Counter({name: len(rows) for name, (_, rows) in by_table.items()})
+
+
+def reference_rows(messages: list[KafkaMessage],
+                   ) -> dict[str, tuple[TableSpec, list[tuple[Any, ...]]]]:
+    """Rows of every message by the per-row reference, per table."""
     by_table: dict[str, tuple[TableSpec, list[tuple[Any, ...]]]] = {}
     for message in messages:
         spec, row = archive_row(message, ARCHIVED_AT)
         by_table.setdefault(spec.name, (spec, []))[1].append(row)
-    for spec, rows in by_table.values():
-        backend.insert(spec.name, spec.columns, rows)
-    return Counter({name: len(rows) for name, (_, rows) in by_table.items()})
+    return by_table
 
 
 def as_messages(samples: list[Sample], first_offset: int = 0) -> list[KafkaMessage]:

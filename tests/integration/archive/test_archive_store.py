@@ -311,3 +311,47 @@ def test_history_counts_and_read_only_sql(filled: ArchiveBackend) -> None:
                                           encode(s.command("acct-9", 9)), 1)])
     assert distinct_count(filled, "commands") == 7
 
+
+
+OUTSIDE_THE_ARCHIVE = [
+    "SELECT * FROM file('{secret}', 'LineAsString')",
+    "SELECT file('{secret}')",
+    "SELECT count() FROM commands WHERE command_id IN (SELECT * FROM file('{secret}', 'CSV'))",
+    "SELECT * FROM url('http://127.0.0.1:1/', 'CSV')",
+    "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+    "SELECT name FROM system.tables",
+    "SELECT * FROM `system`.one",
+    "SELECT 1 FROM commands WHERE topic GLOBAL IN system.tables",
+    "SELECT * FROM numbers(3)",
+    "SELECT dictGet('a', 'b', 1)",
+    "SELECT joinGet('system.one', 'dummy', 0)",
+    "SELECT count() FROM default_not_the_archive.commands",
+    "SELECT count() FROM commands INTO OUTFILE '{secret}.out'",
+    "SELECT count() FROM commands FORMAT TSV",
+    "SELECT 1; DROP TABLE commands",
+    "DROP TABLE commands",
+    "SHOW TABLES FROM system",
+]
+
+
+def test_history_sql_reads_nothing_outside_the_archive(filled: ArchiveBackend,
+                                                       tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret\n")
+    for template in OUTSIDE_THE_ARCHIVE:
+        query = template.format(secret=secret)
+        with pytest.raises(ArchiveError) as refused:
+            history.sql(filled, query)
+        assert "host secret" not in str(refused.value), query
+    assert not (tmp_path / "secret.txt.out").exists()
+    database = filled.query("SELECT currentDatabase()").scalar()
+    allowed = [
+        f"SELECT count() FROM {database}.commands FINAL",
+        "SELECT c.command_id, r.status FROM commands AS c FINAL ANY LEFT JOIN "
+        "(SELECT command_id, status FROM execution_reports FINAL) AS r USING command_id",
+        "SELECT count() FROM commands WHERE account_id IN (SELECT account_id FROM "
+        "account_states) AND chain IN ('ethereum', 'arbitrum')",
+        "SELECT count() FROM schema_migrations",
+    ]
+    for query in allowed:
+        assert history.sql(filled, query).rows, query

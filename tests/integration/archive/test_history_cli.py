@@ -95,6 +95,10 @@ def test_history_counts_and_sql(cli_archive: CliArchive) -> None:
         {"reason": "DELTA_REBALANCE", "n": 7}, {"reason": "MARGIN_REDUCE", "n": 1}]
     code, out = run_cli(env, "history", "sql", "DROP TABLE commands")
     assert code == 1 and "aps history:" in out
+    code, out = run_cli(env, "history", "sql", "SELECT * FROM file('/etc/hostname', 'CSV')")
+    assert code == 1 and "table functions are not allowed" in out
+    code, out = run_cli(env, "history", "sql", "SELECT name FROM system.tables")
+    assert code == 1 and "outside the archive" in out
 
 
 def test_history_on_a_missing_archive_says_so(tmp_path: Path) -> None:
