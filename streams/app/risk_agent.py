@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import faust
 from faust.types import TP, EventT, TopicT
@@ -38,9 +39,24 @@ ACCOUNTS_TABLE = "risk-accounts"
 MARKET_TABLE = "risk-market"
 
 
-def market_key(partition: int) -> bytes:
-    """Key of a partition's market state in the risk-market table."""
-    return f"partition-{partition}".encode()
+def market_key(partition: int, asset: str | None = None) -> bytes:
+    """Key of a partition's market state in the risk-market table: the watermark and held
+    reports under ``partition-<p>``, each asset's quote and return window under
+    ``partition-<p>/<asset>`` (so a price rewrites one asset, not all of them)."""
+    return (f"partition-{partition}" if asset is None
+            else f"partition-{partition}/{asset}").encode()
+
+
+def restore_market(table: Mapping[bytes, bytes], partition: int) -> MarketState | None:
+    """A partition's whole market state from its keys in the risk-market table."""
+    raw = table.get(market_key(partition))
+    if raw is None:
+        return None
+    head = decode(raw, MarketState)
+    prefix = market_key(partition, "")
+    assets = [entry for key, value in table.items() if key.startswith(prefix)
+              for entry in decode(value, MarketState).assets]
+    return replace(head, assets=sorted(assets, key=lambda entry: entry.asset))
 
 
 class RiskProcessor:
@@ -71,8 +87,7 @@ class RiskProcessor:
                  if account_partition(key.decode(), self.settings.partitions) == partition),
                 key=lambda state: state.account_id,
             )
-            raw_market = self.market.get(market_key(partition))
-            market = decode(raw_market, MarketState) if raw_market else None
+            market = restore_market(self.market, partition)
             engine = self.engines[partition] = PartitionEngine(self.config, states, market)
             log.info("risk partition %d: %d accounts restored", partition, len(states))
         return engine
@@ -118,7 +133,10 @@ class RiskProcessor:
                 self.accounts[state.account_id.encode()] = encode(state)
             market = engine.take_market_state()
             if market is not None:
-                self.market[market_key(partition)] = encode(market)
+                for entry in market.assets:
+                    self.market[market_key(partition, entry.asset)] = encode(
+                        MarketState(0, [entry]))
+                self.market[market_key(partition)] = encode(replace(market, assets=[]))
         REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
 
     def _send(self, command: ScalingCommand, cause: EventT) -> None:

@@ -192,6 +192,7 @@ class PartitionEngine:
         self._watermark = 0
         self._held: list[tuple[int, str, str, int, int, RiskInput]] = []
         self._market_changed = True
+        self._assets_changed: set[str] = set()
         self._dirty: set[str] = set()
         self._value_dirty: set[int] = set()
         self._changed: set[int] = set()
@@ -218,6 +219,7 @@ class PartitionEngine:
         })
         if market is not None:
             self._watermark = market.watermark
+            self._assets_changed.update(entry.asset for entry in market.assets)
             for held in market.held_reports:
                 self._hold(held)
             for entry in market.assets:
@@ -273,11 +275,16 @@ class PartitionEngine:
                            [entry[-1] for entry in sorted(self._held, key=_held_order)])
 
     def take_market_state(self) -> MarketState | None:
-        """`market_state()` if it changed since the last call (None otherwise)."""
+        """What changed in `market_state()` since the last call, None if nothing did: the
+        watermark and held reports, with only the assets whose quote changed (merge with
+        the assets persisted before to get the whole state)."""
         if not self._market_changed:
             return None
         self._market_changed = False
-        return self.market_state()
+        changed = sorted(self._assets_changed)
+        self._assets_changed.clear()
+        return MarketState(self._watermark, [self._market[a] for a in changed],
+                           [entry[-1] for entry in sorted(self._held, key=_held_order)])
 
     def held_reports(self) -> int:
         """Execution reports received and not yet applied (waiting for their settlement)."""
@@ -525,6 +532,7 @@ class PartitionEngine:
         entry = self._next_market(previous, price)
         self._market[price.asset] = entry
         self._market_changed = True
+        self._assets_changed.add(price.asset)
         self._watermark = max(self._watermark, price.event_time)
         self.counters.prices += 1
         self._expire()

@@ -83,11 +83,15 @@ def test_held_reports_survive_a_restart() -> None:
     assert restored.held_reports() == 0
 
 
-def test_market_state_is_offered_only_when_it_changed() -> None:
+def test_market_state_is_offered_only_when_it_changed_with_only_the_assets_that_did() -> None:
     feed = Feeder()
     _breached_account(feed)
     feed.price("BTC", 100.0, 1_000)
-    assert feed.engine.take_market_state() is not None
+    feed.price("ETH", 10.0, 1_000)
+    first = feed.engine.take_market_state()
+    assert first is not None and [a.asset for a in first.assets] == ["BTC", "ETH"]
     assert feed.engine.take_market_state() is None
     feed.price("BTC", 101.0, 2_000)
-    assert feed.engine.take_market_state() is not None
+    delta = feed.engine.take_market_state()
+    assert delta is not None and [a.asset for a in delta.assets] == ["BTC"]
+    assert delta.watermark == 2_000
