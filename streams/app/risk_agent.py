@@ -27,7 +27,7 @@ from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
 from streams.config import Settings
-from streams.domain import AccountState, MarketState, RiskInput, ScalingCommand
+from streams.domain import AccountState, AssetMarket, MarketState, RiskInput, ScalingCommand
 from streams.errors import CodecError, DomainError
 from streams.risk.engine import EngineConfig, PartitionEngine
 
@@ -72,6 +72,7 @@ class RiskProcessor:
         self.dead_letters = dead_letters
         self.config = config or EngineConfig()
         self.engines: dict[int, PartitionEngine] = {}
+        self._asset_cache: dict[str, tuple[AssetMarket, bytes]] = {}
 
     def forget(self, partitions: set[TP]) -> None:
         """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
@@ -134,10 +135,19 @@ class RiskProcessor:
             market = engine.take_market_state()
             if market is not None:
                 for entry in market.assets:
-                    self.market[market_key(partition, entry.asset)] = encode(
-                        MarketState(0, [entry]))
+                    self.market[market_key(partition, entry.asset)] = self._asset_bytes(entry)
                 self.market[market_key(partition)] = encode(replace(market, assets=[]))
         REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
+
+    def _asset_bytes(self, entry: AssetMarket) -> bytes:
+        """One asset's persisted quote and window; every partition applies the same prices,
+        so the bytes encoded for one partition are reused when the next has the same entry."""
+        cached = self._asset_cache.get(entry.asset)
+        if cached is not None and cached[0] == entry:
+            return cached[1]
+        raw = encode(MarketState(0, [entry]))
+        self._asset_cache[entry.asset] = (entry, raw)
+        return raw
 
     def _send(self, command: ScalingCommand, cause: EventT) -> None:
         topic = self.commands.get(command.chain)

@@ -36,6 +36,18 @@ def stage_wait_max(ports: Iterable[int]) -> dict[str, float]:
     return worst
 
 
+def stage_busy(ports: Iterable[int]) -> dict[str, float]:
+    """Seconds each stage spent processing batches (`aps_batch_seconds_sum`), summed over
+    the processes on `ports`."""
+    busy: dict[str, float] = {}
+    for port in ports:
+        for (name, labels), value in scrape(port).items():
+            if name == "aps_batch_seconds_sum":
+                stage = dict(labels).get("stage", "?")
+                busy[stage] = busy.get(stage, 0.0) + value
+    return busy
+
+
 def archive_lag_max(ports: Iterable[int]) -> float | None:
     """Worst archive delay (`aps_archive_delay_seconds`: age of a batch's oldest message
     when it was committed), from the largest histogram bucket that holds every batch: an

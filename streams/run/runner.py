@@ -42,7 +42,7 @@ from streams.infra.processes import cpu_seconds
 from streams.oracle.feeds import load_feeds
 from streams.run.hops import HopStats, hop_latencies
 from streams.run.lag import group_behind
-from streams.run.metrics import archive_lag_max, archived_rows, stage_wait_max
+from streams.run.metrics import archive_lag_max, archived_rows, stage_busy, stage_wait_max
 from streams.run.monitor import TopicMonitor
 from streams.run.offline import OfflineResult, run_offline
 from streams.run.producer import ScenarioProducer
@@ -91,6 +91,7 @@ class RunReport:
     live_commands: set[str] = field(default_factory=set)
     hops: list[HopStats] = field(default_factory=list)
     stage_wait_max_s: dict[str, float] = field(default_factory=dict)
+    stage_busy_s: dict[str, float] = field(default_factory=dict)
     archive_lag_max_s: float | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)
     offline: OfflineResult | None = None
@@ -184,6 +185,7 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
             if own is not None:
                 cpu["aps run (scenario, monitor)"] = own
             waits = stage_wait_max(ports)
+            busy = stage_busy(ports)
             archive_lag = archive_lag_max(ports)
             if on_drained is not None:
                 on_drained(bootstrap)
@@ -192,6 +194,7 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
             monitor.stop()
         report = _report(scenario, monitor, settings.partitions)
         report.stage_wait_max_s = waits
+        report.stage_busy_s = busy
         report.cpu_s = cpu
         report.archive_lag_max_s = archive_lag
     report.archive_counts = archive_topic_counts(settings)

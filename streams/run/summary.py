@@ -96,6 +96,10 @@ def print_summary(report: RunReport, console: Console) -> None:
         worst = ", ".join(f"{stage} {1000 * wait:.0f} ms"
                           for stage, wait in sorted(report.stage_wait_max_s.items()))
         console.print(f"worst lag per stage (oldest record of a batch when it started): {worst}")
+    if report.stage_busy_s:
+        busy = ", ".join(f"{stage} {seconds:.1f}"
+                         for stage, seconds in sorted(report.stage_busy_s.items()))
+        console.print(f"seconds spent processing batches, per stage: {busy}")
     if report.cpu_s:
         prices = report.topic_counts.get(ORACLE_PRICES, 0)
         worker = report.cpu_s.get("worker")
