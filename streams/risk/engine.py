@@ -77,6 +77,7 @@ from streams.risk.policy import (
     Refusal,
     decide,
 )
+from streams.risk.valuations import SharedValuations
 from streams.risk.volatility import log_return, realized_vol
 
 # a screening test is loosened by this much so that sums taken in another order can never
@@ -168,10 +169,15 @@ class PartitionEngine:
     """Pure, deterministic risk engine for the accounts of one Kafka partition."""
 
     def __init__(self, config: EngineConfig = EngineConfig(),
-                 states: Iterable[AccountState] = (), market: MarketState | None = None) -> None:
+                 states: Iterable[AccountState] = (), market: MarketState | None = None, *,
+                 valuations: SharedValuations | None = None) -> None:
+        """`valuations`: option unit tables shared with the other engines of the process
+        (each distinct option valued once per quote for all of them; decisions are the
+        same with and without)."""
         self.config = config
         self.book = Book(config.grid, config.rate)
         self.book.default_vol = config.default_vol
+        self.book.valuations = valuations
         self.counters = _Counters()
         self._records: list[AccountRecord] = []
         self._index: dict[str, int] = {}
