@@ -66,12 +66,14 @@ from streams.risk.account import (
     validate_event,
     validate_report,
 )
+from streams.risk.batch import BatchStats, covered, decide_many, with_hedge
 from streams.risk.book import Book, BoolArray, Columns, IntArray, Projected, Quote
 from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid, margin_ratio
 from streams.risk.policy import (
     AccountView,
     Holding,
     MarketView,
+    Outcome,
     PolicyConfig,
     QuoteView,
     Refusal,
@@ -170,14 +172,17 @@ class PartitionEngine:
 
     def __init__(self, config: EngineConfig = EngineConfig(),
                  states: Iterable[AccountState] = (), market: MarketState | None = None, *,
-                 valuations: SharedValuations | None = None) -> None:
+                 valuations: SharedValuations | None = None, fast_policy: bool = True) -> None:
         """`valuations`: option unit tables shared with the other engines of the process
-        (each distinct option valued once per quote for all of them; decisions are the
-        same with and without)."""
+        (each distinct option valued once per quote for all of them); `fast_policy`: run
+        the policy on the accounts it covers with `decide_many` (vectorized projections)
+        instead of `decide` one account at a time. Decisions are the same either way."""
         self.config = config
         self.book = Book(config.grid, config.rate)
         self.book.default_vol = config.default_vol
         self.book.valuations = valuations
+        self._fast_policy = fast_policy
+        self.batch_stats = BatchStats()
         self.counters = _Counters()
         self._records: list[AccountRecord] = []
         self._index: dict[str, int] = {}
@@ -875,17 +880,33 @@ class PartitionEngine:
             last_fired=record.last_fired, recent_commands=record.recent_commands)
 
     def _evaluate(self, candidates: list[int], trigger: str, now: int) -> list[ScalingCommand]:
+        """Run the policy on `candidates` (in order): the accounts `decide_many` covers
+        together, the others one by one with `decide`; same outcomes either way."""
         if not candidates:
             return []
         market = self._market_view(trigger)
-        commands: list[ScalingCommand] = []
+        views: list[tuple[int, AccountView]] = []
         for index in candidates:
             view = self._view(index, market.quotes)
             if view is None or not view.holdings:
                 continue
             self.counters.evaluations += 1
-            outcome = decide(view, market, self.config.policy, self.config.margin_for,
-                             self.config.grid, [trigger])
+            views.append((index, view))
+        policy, params, grid = self.config.policy, self.config.margin_for, self.config.grid
+        together: dict[int, Outcome] = {}
+        if self._fast_policy:
+            covered_views = [(index, view) for index, view in views
+                             if covered(view, trigger, market)]
+            outcomes = decide_many([with_hedge(view, policy, trigger)
+                                    for _, view in covered_views],
+                                   market, policy, params, grid, trigger, self.batch_stats)
+            together = {index: outcome for (index, _), outcome
+                        in zip(covered_views, outcomes, strict=True)}
+        commands: list[ScalingCommand] = []
+        for index, view in views:
+            outcome = together.get(index)
+            if outcome is None:
+                outcome = decide(view, market, policy, params, grid, [trigger])
             self._note_refusals(outcome.refusals)
             if outcome.commands:
                 self._record_outcome(index, outcome.commands, outcome.pending, outcome.fired,
