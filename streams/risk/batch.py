@@ -109,18 +109,42 @@ class _Slab:
         self.edge_scenarios = grid.edge_scenarios
         self.rows = 0
 
-    def risk(self, accounts: np.ndarray, q: FloatArray, equity: FloatArray
+    def take(self, accounts: np.ndarray) -> _Slab:
+        """The slab of `accounts` only (row j = accounts[j]): gathered once for a stage
+        that values them many times."""
+        sub = object.__new__(_Slab)
+        sub.width = self.width
+        sub.units = self.units[accounts]
+        sub.option = self.option[accounts]
+        sub.linear = self.linear[accounts]
+        sub.q = self.q[accounts]
+        sub.ref = self.ref[accounts]
+        sub.spot = self.spot
+        sub.kc = self.kc[accounts]
+        sub.moves = self.moves[accounts]
+        sub.lin_mm = self.lin_mm
+        sub.floor = self.floor
+        sub.edge_scenarios = self.edge_scenarios
+        sub.rows = 0
+        return sub
+
+    def risk(self, accounts: np.ndarray | None, q: FloatArray, equity: FloatArray
              ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
         """(adverse-edge equity, maintenance, ratio, stress loss, delta, gamma) of each
-        request: account `accounts[j]` with quantities `q[j]` and mark equity `equity[j]`.
+        request: account `accounts[j]` (row j itself if None) with quantities `q[j]` and
+        mark equity `equity[j]`.
 
         The operations of `Projection._risk_one_group`, in its order, one request per row.
         """
-        m = len(accounts)
+        m = len(q)
         self.rows += m
-        units = self.units[accounts]
-        option = self.option[accounts]
-        linear = self.linear[accounts]
+        if accounts is None:
+            units, option, linear = self.units, self.option, self.linear
+            moves, kc = self.moves, self.kc
+        else:
+            units, option, linear = (self.units[accounts], self.option[accounts],
+                                     self.linear[accounts])
+            moves, kc = self.moves[accounts], self.kc[accounts]
         pnl = np.zeros((m, units.shape[2] - FIRST_SCENARIO))
         opt_delta = np.zeros(m)
         gamma = np.zeros(m)
@@ -137,7 +161,6 @@ class _Slab:
             ql = np.where(linear[:, h], qh, 0.0)
             net += ql
             gross += np.abs(ql)
-        moves = self.moves[accounts]
         hedge = np.minimum(np.maximum(net, np.minimum(0.0, -opt_delta)),
                            np.maximum(0.0, -opt_delta))
         option_loss = np.maximum(0.0, -(moves * hedge[:, None] + pnl).min(axis=1))
@@ -145,7 +168,7 @@ class _Slab:
         stress = np.maximum(0.0, -work.min(axis=1))
         edge = np.maximum(0.0, -work[:, self.edge_scenarios].min(axis=1))
         option_mm = np.maximum(self.floor * short * self.spot, option_loss)
-        maintenance = 0.0 + (self.lin_mm * (gross * (self.spot + self.kc[accounts]))
+        maintenance = 0.0 + (self.lin_mm * (gross * (self.spot + kc))
                              + option_mm)
         eq = equity - (0.0 + edge)
         positive = maintenance > 0.0
@@ -175,11 +198,11 @@ class _Batched(_Evaluation):
         self.now = market.trigger.event_time
         self.rules = view.rules
         self.limits = view.rules.limits
-        self.holdings = list(view.holdings)
+        self.holdings = view.holdings  # type: ignore[assignment]
         self.trigger_assets = [trigger]
         self.q = q  # a row of the slab: plans update it in place
         self.extra = view.pending_top_up
-        self.reserves = {c: max(r, 0.0) for c, r in view.reserves.items()}
+        self.reserves = {}  # set by the margin stage, the only one reading it
         self.plans = []
         self.refusals = []
         self._params = params
@@ -241,6 +264,9 @@ def decide_many(accounts: Sequence[AccountView], market: MarketView, config: Pol
     stats.risk_rows += slab.rows
     out = []
     for ev in evs:
+        if not ev.plans:  # nothing to merge, size, limit or build
+            out.append(Outcome([], [], [], ev.refusals))
+            continue
         allowed = _rate_limit(ev, _size(ev, _merge(ev)))
         out.append(_build(ev, allowed))
     return out
@@ -299,6 +325,7 @@ def _margin_stage(evs: list[_Batched], slab: _Slab, which: np.ndarray) -> None:
     reducing = []
     for j in np.flatnonzero(ratio < top):
         ev = evs[int(which[j])]
+        ev.reserves = {c: max(r, 0.0) for c, r in ev.view.reserves.items()}
         _given(ev, out, int(j))
         ev.margin()
         if ev.reduce_request is not None:
@@ -312,14 +339,15 @@ def _slippage(evs: Sequence[_Batched], which: np.ndarray) -> FloatArray:
     return np.array([evs[int(a)].limits.slippage_bps for a in which])
 
 
-def _after(slab: _Slab, which: np.ndarray, q: FloatArray, mask: FloatArray,
+def _after(slab: _Slab, which: np.ndarray | None, q: FloatArray, mask: FloatArray,
            change: FloatArray, equity: FloatArray, bps: FloatArray
            ) -> tuple[FloatArray, ...]:
-    """`_risk_after(indices, change)` per account: the holdings in `mask` changed by
-    `change` times themselves, their expected slippage taken from equity."""
+    """`_risk_after(indices, change)` per account (slab row `which[j]`, or j if None): the
+    holdings in `mask` changed by `change` times themselves, their expected slippage taken
+    from equity."""
     trial = q.copy()
-    cost = np.zeros(len(which))
-    ref = slab.ref[which]
+    cost = np.zeros(len(q))
+    ref = slab.ref if which is None else slab.ref[which]
     for h in range(q.shape[1]):
         dq = change * q[:, h]
         trial[:, h] = np.where(mask[:, h], q[:, h] + dq, q[:, h])
@@ -336,14 +364,16 @@ def _reduce_all(evs: list[_Batched], slab: _Slab, which: np.ndarray) -> None:
     target = np.array([r[1] for r in requests])  # type: ignore[index]
     bps = _slippage(evs, which)
     width = slab.width
-    q = slab.q[which]
+    sub = slab.take(which)
+    q = sub.q
     equity = _equity(evs, which)
-    base = slab.risk(which, q, equity)
+    base = sub.risk(None, q, equity)
     # every single-holding cut by the step's fraction, in one pass
     n = len(which)
     rep = np.repeat(np.arange(n), width)
     eye = np.tile(np.eye(width, dtype=bool), (n, 1))
-    after = _after(slab, which[rep], q[rep], eye, -fraction[rep], equity[rep], bps[rep])
+    after = _after(sub, rep, q[rep], eye, -fraction[rep], equity[rep], bps[rep])
+    slab.rows += sub.rows
     saved = (base[3][rep] - after[3]).reshape(n, width)
     better = (after[2].reshape(n, width) > base[2][:, None]) & (saved > 0)
     tradable = q != 0.0
@@ -381,10 +411,12 @@ def _cut_all(evs: list[_Batched], slab: _Slab, which: np.ndarray, mask: np.ndarr
              fraction: FloatArray, target: FloatArray, bps: FloatArray) -> np.ndarray:
     """`_Evaluation._cut(indices in mask, fraction, target, ...)` for every account in
     `which`; returns where the target was reached."""
-    q = slab.q[which]
+    sub = slab.take(which)
+    q = sub.q
     equity = _equity(evs, which)
     m = len(which)
-    both = _after(slab, np.concatenate([which, which]), np.concatenate([q, q]),
+    local = np.arange(m)
+    both = _after(sub, np.concatenate([local, local]), np.concatenate([q, q]),
                   np.concatenate([mask, mask]), np.concatenate([np.zeros(m), -fraction]),
                   np.concatenate([equity, equity]), np.concatenate([bps, bps]))
     current, reached = both[2][:m], both[2][m:]
@@ -393,15 +425,18 @@ def _cut_all(evs: list[_Batched], slab: _Slab, which: np.ndarray, mask: np.ndarr
     bisect = improves & (reached >= target)
     if bisect.any():
         sel = np.flatnonzero(bisect)
+        part = sub.take(sel)
         lo, hi = np.zeros(len(sel)), fraction[sel].copy()
+        q_sel, mask_sel, equity_sel, bps_sel = q[sel], mask[sel], equity[sel], bps[sel]
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
-            ratio = _after(slab, which[sel], q[sel], mask[sel], -mid, equity[sel],
-                           bps[sel])[2]
+            ratio = _after(part, None, q_sel, mask_sel, -mid, equity_sel, bps_sel)[2]
             up = ratio >= target[sel]
             hi = np.where(up, mid, hi)
             lo = np.where(up, lo, mid)
         share[sel] = hi
+        sub.rows += part.rows
+    slab.rows += sub.rows
     for j in np.flatnonzero(improves):
         ev = evs[int(which[j])]
         assert ev.reduce_request is not None
