@@ -52,6 +52,9 @@ from streams.risk.policy import (
 from streams.risk.stress import DELTA, FIRST_SCENARIO, GAMMA, VEGA
 
 MAX_HOLDINGS = 12
+# fewer accounts reducing at one update than this are cut one by one (scalar projection):
+# each vectorized bisection step costs numpy's per-call overhead, about 20 scalar ones
+MIN_REDUCING = 6
 _BISECT_STEPS = 20
 # loosening of the volatility-scaling pre-test (its sums are not the policy's fsum)
 _SLACK = 1e-9
@@ -223,11 +226,9 @@ class _Batched(_Evaluation):
         """The stage's projection (the scalar one if the quantities are not those valued)."""
         if self._given is not None and self._given_key == (self.q.tobytes(), self.extra):
             return self._given
-        self._stats.scalar_risks += 1
-        if self._scalar is None:
-            self._scalar = Projection(self.holdings, self.market.quotes, self.view.k,
-                                      self._params, self._grid)
-        risk = self._scalar.risk(self.q, self.view.equity_mark + self.extra)
+        if not isinstance(self.projection, Projection):
+            self._stats.scalar_risks += 1  # a rule saw quantities no stage valued
+        risk = self._projection().risk(self.q, self.view.equity_mark + self.extra)
         self.give(risk)
         return risk
 
@@ -235,6 +236,19 @@ class _Batched(_Evaluation):
                 trigger: dict[str, float], severe: bool) -> None:
         # done for all reducing accounts together (_reduce_all)
         self.reduce_request = (fraction, target, label, trigger, severe)
+
+    def reduce_alone(self) -> None:
+        """The ladder's cuts of this account by `_Evaluation._reduce` itself, on the scalar
+        projection (for a stage with too few reducing accounts to vectorize)."""
+        assert self.reduce_request is not None
+        self.projection = self._projection()
+        _Evaluation._reduce(self, *self.reduce_request)
+
+    def _projection(self) -> Projection:
+        if self._scalar is None:
+            self._scalar = Projection(self.holdings, self.market.quotes, self.view.k,
+                                      self._params, self._grid)
+        return self._scalar
 
 
 def _given(ev: _Batched, out: tuple[FloatArray, ...], j: int) -> None:
@@ -245,9 +259,11 @@ def _given(ev: _Batched, out: tuple[FloatArray, ...], j: int) -> None:
 
 def decide_many(accounts: Sequence[AccountView], market: MarketView, config: PolicyConfig,
                 params: Callable[[str], MarginParams], grid: StressGrid, trigger: str,
-                stats: BatchStats | None = None) -> list[Outcome]:
+                stats: BatchStats | None = None,
+                min_reducing: int = MIN_REDUCING) -> list[Outcome]:
     """`decide(view, market, config, params, grid, [trigger])` for every view in
-    `accounts` (each must satisfy `covered`), in order."""
+    `accounts` (each must satisfy `covered`), in order. The ladder's cuts are vectorized
+    when at least `min_reducing` accounts reduce."""
     stats = stats if stats is not None else BatchStats()
     if not accounts:
         return []
@@ -258,7 +274,7 @@ def decide_many(accounts: Sequence[AccountView], market: MarketView, config: Pol
     evs = [_Batched(view, market, config, params, grid, trigger, slab.q[a], stats)
            for a, view in enumerate(accounts)]
     everyone = np.arange(len(evs))
-    _margin_stage(evs, slab, everyone)
+    _margin_stage(evs, slab, everyone, min_reducing)
     _delta_stage(evs, slab)
     _volatility_stage(evs, slab, trigger)
     stats.risk_rows += slab.rows
@@ -313,7 +329,8 @@ def _equity(evs: Sequence[_Batched], which: np.ndarray) -> FloatArray:
     return np.array([evs[int(a)].view.equity_mark + evs[int(a)].extra for a in which])
 
 
-def _margin_stage(evs: list[_Batched], slab: _Slab, which: np.ndarray) -> None:
+def _margin_stage(evs: list[_Batched], slab: _Slab, which: np.ndarray,
+                  min_reducing: int) -> None:
     with_ladder = np.array([ev.rules.margin_ladder is not None for ev in evs])
     which = which[with_ladder[which]]
     if not len(which):
@@ -330,8 +347,11 @@ def _margin_stage(evs: list[_Batched], slab: _Slab, which: np.ndarray) -> None:
         ev.margin()
         if ev.reduce_request is not None:
             reducing.append(int(which[j]))
-    if reducing:
+    if len(reducing) >= min_reducing:
         _reduce_all(evs, slab, np.array(reducing, dtype=np.int64))
+    else:
+        for a in reducing:
+            evs[a].reduce_alone()
 
 
 def _slippage(evs: Sequence[_Batched], which: np.ndarray) -> FloatArray:

@@ -66,7 +66,7 @@ from streams.risk.account import (
     validate_event,
     validate_report,
 )
-from streams.risk.batch import BatchStats, covered, decide_many, with_hedge
+from streams.risk.batch import MIN_REDUCING, BatchStats, covered, decide_many, with_hedge
 from streams.risk.book import Book, BoolArray, Columns, IntArray, Projected, Quote
 from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid, margin_ratio
 from streams.risk.policy import (
@@ -94,6 +94,8 @@ _NEVER = 2**62
 # a rule of one group blocked by its cooldown or the rate limit (refusal bookkeeping)
 _DELTA_COOLING, _DELTA_RATE, _VOL_COOLING, _VOL_RATE, _GAMMA_COOLING, _GAMMA_RATE = (
     1 << bit for bit in range(6))
+# fewer accounts evaluated at one update than this go through decide one by one
+BATCH_MIN = 8
 # ladder steps beyond this many cannot have a refusal bit of their own: always evaluated
 _MAX_STEP_BITS = 62
 
@@ -172,16 +174,20 @@ class PartitionEngine:
 
     def __init__(self, config: EngineConfig = EngineConfig(),
                  states: Iterable[AccountState] = (), market: MarketState | None = None, *,
-                 valuations: SharedValuations | None = None, fast_policy: bool = True) -> None:
+                 valuations: SharedValuations | None = None, fast_policy: bool = True,
+                 batch_min: int = BATCH_MIN) -> None:
         """`valuations`: option unit tables shared with the other engines of the process
         (each distinct option valued once per quote for all of them); `fast_policy`: run
         the policy on the accounts it covers with `decide_many` (vectorized projections)
-        instead of `decide` one account at a time. Decisions are the same either way."""
+        instead of `decide` one account at a time, when at least `batch_min` accounts are
+        evaluated at one update (below that numpy's per-call overhead costs more than it
+        saves). Decisions are the same either way."""
         self.config = config
         self.book = Book(config.grid, config.rate)
         self.book.default_vol = config.default_vol
         self.book.valuations = valuations
         self._fast_policy = fast_policy
+        self._batch_min = batch_min
         self.batch_stats = BatchStats()
         self.counters = _Counters()
         self._records: list[AccountRecord] = []
@@ -948,12 +954,13 @@ class PartitionEngine:
             views.append((index, view))
         policy, params, grid = self.config.policy, self.config.margin_for, self.config.grid
         together: dict[int, Outcome] = {}
-        if self._fast_policy:
+        if self._fast_policy and len(views) >= self._batch_min:
             covered_views = [(index, view) for index, view in views
                              if covered(view, trigger, market)]
             outcomes = decide_many([with_hedge(view, policy, trigger)
                                     for _, view in covered_views],
-                                   market, policy, params, grid, trigger, self.batch_stats)
+                                   market, policy, params, grid, trigger, self.batch_stats,
+                                   min(self._batch_min, MIN_REDUCING))
             together = {index: outcome for (index, _), outcome
                         in zip(covered_views, outcomes, strict=True)}
         commands: list[ScalingCommand] = []

@@ -164,7 +164,7 @@ def feed(engine: PartitionEngine, book: list, path: list, rejected: set[int]
 @given(books(), paths(), st.sets(st.integers(1, 60), max_size=15))
 def test_the_fast_path_emits_exactly_the_reference_commands(
         book: list, path: list, rejected: set[int]) -> None:
-    fast, reference = PartitionEngine(), PartitionEngine(fast_policy=False)
+    fast, reference = PartitionEngine(batch_min=1), PartitionEngine(fast_policy=False)
     want = feed(reference, book, path, rejected)
     assert_same_commands(feed(fast, book, path, rejected), want)
     for reason in sorted({c.reason.value for step in want for c in step}):
@@ -179,7 +179,7 @@ def test_the_fast_path_emits_exactly_the_reference_commands(
 
 def test_the_fast_path_takes_most_accounts_of_a_crash_and_decides_the_same() -> None:
     events, prices = crash_feed(60, 17)
-    fast, reference = PartitionEngine(), PartitionEngine(fast_policy=False)
+    fast, reference = PartitionEngine(batch_min=1), PartitionEngine(fast_policy=False)
     got, want = run(fast, events, prices, "mixed"), run(reference, events, prices, "mixed")
     assert sum(map(len, want)) > 50
     assert_same_commands(got, want)
@@ -203,7 +203,7 @@ def test_a_margin_reduction_cuts_the_same_shares_on_both_paths() -> None:
                                  (1.3, LadderAction.REDUCE, 1.0), target=2.4)), "arbitrum")]
     path = [("BTC", 1_000 * n, 60_000.0 * (1 - 0.02 * n), 5.0, PriceStatus.OK, [])
             for n in range(12)]
-    fast, reference = PartitionEngine(), PartitionEngine(fast_policy=False)
+    fast, reference = PartitionEngine(batch_min=1), PartitionEngine(fast_policy=False)
     got, want = feed(fast, book, path, set()), feed(reference, book, path, set())
     reasons = {c.reason.value for step in want for c in step}
     assert {"MARGIN_TOP_UP", "MARGIN_REDUCE"} <= reasons
