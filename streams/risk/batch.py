@@ -62,10 +62,12 @@ _SLACK = 1e-9
 
 @dataclass
 class BatchStats:
-    """What `decide_many` did: accounts, vectorized risk rows, and risks it had to value
-    one at a time because a rule saw quantities no stage had valued (should stay 0)."""
+    """What `decide_many` did: accounts, accounts whose ladder cuts were vectorized,
+    vectorized risk rows, and risks it had to value one at a time because a rule saw
+    quantities no stage had valued (should stay 0)."""
 
     accounts: int = 0
+    reduced: int = 0
     risk_rows: int = 0
     scalar_risks: int = 0
 
@@ -348,6 +350,7 @@ def _margin_stage(evs: list[_Batched], slab: _Slab, which: np.ndarray,
         if ev.reduce_request is not None:
             reducing.append(int(which[j]))
     if len(reducing) >= min_reducing:
+        evs[0]._stats.reduced += len(reducing)
         _reduce_all(evs, slab, np.array(reducing, dtype=np.int64))
     else:
         for a in reducing:
@@ -404,13 +407,13 @@ def _reduce_all(evs: list[_Batched], slab: _Slab, which: np.ndarray) -> None:
                 for h in np.flatnonzero(better[j] & tradable[j][:width])]
         ranked.append([h for *_, h in sorted(cand)])
     done = np.zeros(n, dtype=bool)
+    counts = np.array([len(r) for r in ranked], dtype=np.int64)
     for k in range(width):
-        active = np.array([j for j in range(n) if not done[j] and len(ranked[j]) > k],
-                          dtype=np.int64)
+        active = np.flatnonzero(~done & (counts > k))
         if not len(active):
             break
         mask = np.zeros((len(active), width), dtype=bool)
-        mask[np.arange(len(active)), [ranked[int(j)][k] for j in active]] = True
+        mask[np.arange(len(active)), [ranked[j][k] for j in active.tolist()]] = True
         reached = _cut_all(evs, slab, which[active], mask, fraction[active], target[active],
                            bps[active])
         done[active[reached]] = True

@@ -170,6 +170,7 @@ def test_the_fast_path_emits_exactly_the_reference_commands(
     for reason in sorted({c.reason.value for step in want for c in step}):
         event(f"reference emitted {reason}")
     event(f"vectorized accounts: {'some' if fast.batch_stats.accounts else 'none'}")
+    event(f"vectorized cuts: {'some' if fast.batch_stats.reduced else 'none'}")
     assert fast.take_refusals() == reference.take_refusals()
     assert list(fast.accounts()) == list(reference.accounts())
     assert fast.counters.evaluations == reference.counters.evaluations
@@ -188,6 +189,7 @@ def test_the_fast_path_takes_most_accounts_of_a_crash_and_decides_the_same() -> 
     stats = fast.batch_stats
     assert stats.accounts > 0.5 * fast.counters.evaluations
     assert stats.scalar_risks == 0 and stats.risk_rows > stats.accounts
+    assert stats.reduced > 0
 
 
 def test_a_margin_reduction_cuts_the_same_shares_on_both_paths() -> None:
