@@ -34,6 +34,7 @@ shared_update_ms=... unshared_update_ms=... reference_ratio=...
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import statistics
@@ -248,13 +249,15 @@ def _fill(command: ScalingCommand, offset: int, time_ms: int) -> RiskInput:
 def run_crash(engines: Sequence[PartitionEngine], path: Sequence[tuple[int, float]],
               digest: bool = False) -> tuple[CrashFigures, str]:
     """Feed `path` to every engine in turn (a worker's partitions), each command filled
-    at the next update; time the crash updates (all engines together). With `digest`,
+    at the next update; time the crash updates (all engines together), the engines'
+    objects frozen out of the garbage collector (`_frozen_gc`). With `digest`,
     also a SHA-256 of every command emitted (to compare two runs without keeping
     hundreds of thousands of commands alive)."""
     figures = CrashFigures()
     queues: list[list[ScalingCommand]] = [[] for _ in engines]
     offset = 0
     emitted = hashlib.sha256()
+    _frozen_gc()
     for n, (t, price) in enumerate(path, start=1):
         timed = n > CRASH_WARMUP
         start = time.perf_counter()
@@ -289,6 +292,7 @@ def run_crash(engines: Sequence[PartitionEngine], path: Sequence[tuple[int, floa
         figures.commands.append(len(commands))
         for c in commands:
             figures.reasons[c.reason.value] = figures.reasons.get(c.reason.value, 0) + 1
+    gc.unfreeze()
     return figures, emitted.hexdigest()
 
 
@@ -325,6 +329,14 @@ def _crash(accounts: int, config: EngineConfig) -> tuple[CrashFigures, float]:
     engine = PartitionEngine(config, account_states(book))
     figures, _ = run_crash([engine], crash_path())
     return figures, statistics.median(_steep(figures))
+
+
+def _frozen_gc() -> None:
+    """Move everything alive (the loaded engines) out of the cyclic collector's reach, as
+    a worker would after restoring its tables: otherwise every full collection walks the
+    100,000 accounts' objects, and its pauses land on whichever update allocates then."""
+    gc.collect()
+    gc.freeze()
 
 
 def _print_crash(label: str, f: CrashFigures) -> None:

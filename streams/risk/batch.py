@@ -29,7 +29,7 @@ others it would be valued by the scalar projection instead (counted in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,16 +72,6 @@ class BatchStats:
     scalar_risks: int = 0
 
 
-@dataclass
-class BatchAccount:
-    """One account for `decide_many`: its view (holdings in the policy's order, with the
-    hedge holding `_add_hedges` would add already appended) and the index of the hedge."""
-
-    view: AccountView
-    hedge: int | None = None
-    extra: list[Holding] = field(default_factory=list)
-
-
 class _Slab:
     """The holdings of a set of accounts as padded arrays (accounts x holdings)."""
 
@@ -96,16 +86,31 @@ class _Slab:
         self.linear = np.zeros((n, width), dtype=bool)
         self.q = np.zeros((n, width))
         self.ref = np.zeros((n, width))
+        # gathered in lists and written once (element writes into numpy are slow)
+        at_a: list[int] = []
+        at_h: list[int] = []
+        quantity: list[float] = []
+        opt_a: list[int] = []
+        opt_h: list[int] = []
+        units: list[FloatArray] = []
         for a, view in enumerate(accounts):
             for h, holding in enumerate(view.holdings):
-                self.q[a, h] = holding.quantity
+                at_a.append(a)
+                at_h.append(h)
+                quantity.append(holding.quantity)
                 if holding.unit is not None:
-                    self.units[a, h] = holding.unit
-                    self.option[a, h] = True
-                    self.ref[a, h] = float(holding.unit[0])
-                else:
-                    self.linear[a, h] = True
-                    self.ref[a, h] = spot
+                    opt_a.append(a)
+                    opt_h.append(h)
+                    units.append(holding.unit)
+        self.q[at_a, at_h] = quantity
+        self.linear[at_a, at_h] = True
+        self.ref[at_a, at_h] = spot
+        if units:
+            table = np.array(units)
+            self.units[opt_a, opt_h] = table
+            self.option[opt_a, opt_h] = True
+            self.linear[opt_a, opt_h] = False
+            self.ref[opt_a, opt_h] = table[:, 0]
         self.spot = spot
         self.kc = kc
         self.moves = spot * grid.moves[None, :] + kc[:, None] * grid.edges[None, :]
