@@ -41,6 +41,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -246,27 +247,29 @@ def _fill(command: ScalingCommand, offset: int, time_ms: int) -> RiskInput:
         amount, time_ms, "bench"))
 
 
-def run_crash(engines: Sequence[PartitionEngine], path: Sequence[tuple[int, float]],
-              digest: bool = False) -> tuple[CrashFigures, str]:
-    """Feed `path` to every engine in turn (a worker's partitions), each command filled
-    at the next update; time the crash updates (all engines together), the engines'
-    objects frozen out of the garbage collector (`_frozen_gc`). With `digest`,
-    also a SHA-256 of every command emitted (to compare two runs without keeping
-    hundreds of thousands of commands alive)."""
-    figures = CrashFigures()
-    queues: list[list[ScalingCommand]] = [[] for _ in engines]
-    offset = 0
-    emitted = hashlib.sha256()
-    _frozen_gc()
-    for n, (t, price) in enumerate(path, start=1):
-        timed = n > CRASH_WARMUP
+@dataclass
+class _Run:
+    """One set of engines fed the crash (a worker's partitions)."""
+
+    engines: Sequence[PartitionEngine]
+    figures: CrashFigures = field(default_factory=CrashFigures)
+    queues: list[list[ScalingCommand]] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)
+    offset: int = 0
+
+    def reports(self, t: int) -> None:
+        """Fill every command of the last update (not timed)."""
         start = time.perf_counter()
-        for e, engine in enumerate(engines):
-            for command in queues[e]:
-                offset += 1
-                engine.apply(_fill(command, offset, t - 500))
-            figures.reports += len(queues[e])
-        figures.report_ms += (time.perf_counter() - start) * 1e3
+        for engine, queue in zip(self.engines, self.queues, strict=True):
+            for command in queue:
+                self.offset += 1
+                engine.apply(_fill(command, self.offset, t - 500))
+            self.figures.reports += len(queue)
+        self.figures.report_ms += (time.perf_counter() - start) * 1e3
+
+    def price(self, n: int, t: int, price: float, timed: bool, digest: bool) -> None:
+        """Apply update `n` to every engine; record its figures if `timed`."""
+        engines, f = self.engines, self.figures
         before = [(e.counters.revaluations, e.counters.evaluations) for e in engines]
         batched = sum(e.batch_stats.accounts for e in engines)
         start = time.perf_counter()
@@ -274,26 +277,45 @@ def run_crash(engines: Sequence[PartitionEngine], path: Sequence[tuple[int, floa
             ASSET, t, price, price * 1e-4, PriceStatus.OK, 0.0, ["bench"], [], [], n)))
             for engine in engines]
         ms = (time.perf_counter() - start) * 1e3
-        queues = out
-        commands = [c for part in out for c in part]
+        self.queues = out
         if digest:
-            emitted.update(repr(out).encode())
+            self.digest.update(repr(out).encode())
         for engine in engines:
             engine.take_dirty()
             engine.take_refusals()
         if not timed:
-            continue
-        figures.ms.append(ms)
-        figures.revalued.append(sum(e.counters.revaluations - b[0]
-                                    for e, b in zip(engines, before, strict=True)))
-        figures.evaluated.append(sum(e.counters.evaluations - b[1]
-                                     for e, b in zip(engines, before, strict=True)))
-        figures.batched += sum(e.batch_stats.accounts for e in engines) - batched
-        figures.commands.append(len(commands))
-        for c in commands:
-            figures.reasons[c.reason.value] = figures.reasons.get(c.reason.value, 0) + 1
+            return
+        f.ms.append(ms)
+        f.revalued.append(sum(e.counters.revaluations - b[0]
+                              for e, b in zip(engines, before, strict=True)))
+        f.evaluated.append(sum(e.counters.evaluations - b[1]
+                               for e, b in zip(engines, before, strict=True)))
+        f.batched += sum(e.batch_stats.accounts for e in engines) - batched
+        f.commands.append(sum(map(len, out)))
+        for part in out:
+            for c in part:
+                f.reasons[c.reason.value] = f.reasons.get(c.reason.value, 0) + 1
+
+
+def run_crash(runs: Sequence[Sequence[PartitionEngine]], path: Sequence[tuple[int, float]],
+              digest: bool = False) -> list[tuple[CrashFigures, str]]:
+    """Feed `path` to every set of engines in `runs` (each set: a worker's partitions,
+    every engine of it receiving every update), each command filled at the next update,
+    and time the crash updates of each set (all its engines together).
+
+    The sets go in lockstep, in alternating order, so that they share the machine's load
+    alike; the engines' objects are frozen out of the garbage collector (`_frozen_gc`).
+    With `digest`, also a SHA-256 of every command each set emitted (to compare runs
+    without keeping hundreds of thousands of commands alive).
+    """
+    sets = [_Run(engines, queues=[[] for _ in engines]) for engines in runs]
+    _frozen_gc()
+    for n, (t, price) in enumerate(path, start=1):
+        for run in sets if n % 2 else sets[::-1]:
+            run.reports(t)
+            run.price(n, t, price, n > CRASH_WARMUP, digest)
     gc.unfreeze()
-    return figures, emitted.hexdigest()
+    return [(run.figures, run.digest.hexdigest()) for run in sets]
 
 
 REFERENCE_ACCOUNTS = 10_000
@@ -309,12 +331,11 @@ def _against_reference(config: EngineConfig) -> tuple[float, float, bool]:
     """The crash on a `REFERENCE_ACCOUNTS` desk book with the fast path and with `decide`
     on every account: median ms of the steepest updates, and whether the commands match."""
     book = generate_desk(REFERENCE_ACCOUNTS, seed=11, home=ASSET)
-    out = []
-    for fast in (True, False):
-        engine = PartitionEngine(config, account_states(book), fast_policy=fast)
-        figures, digest = run_crash([engine], crash_path(), digest=True)
-        out.append((statistics.median(_steep(figures)), digest))
-    return out[0][0], out[1][0], out[0][1] == out[1][1]
+    runs = [[PartitionEngine(config, account_states(book), fast_policy=fast)]
+            for fast in (True, False)]
+    (fast, fast_digest), (reference, digest) = run_crash(runs, crash_path(), digest=True)
+    return (statistics.median(_steep(fast)), statistics.median(_steep(reference)),
+            fast_digest == digest)
 
 
 def _crash(accounts: int, config: EngineConfig) -> tuple[CrashFigures, float]:
@@ -327,7 +348,7 @@ def _crash(accounts: int, config: EngineConfig) -> tuple[CrashFigures, float]:
     n_options = sum(p.instrument.is_option for a in book for p in a.positions)
     print(f"desk book: {n_positions:,} positions ({n_options:,} options)", flush=True)
     engine = PartitionEngine(config, account_states(book))
-    figures, _ = run_crash([engine], crash_path())
+    [(figures, _)] = run_crash([[engine]], crash_path())
     return figures, statistics.median(_steep(figures))
 
 
@@ -353,16 +374,15 @@ def _print_crash(label: str, f: CrashFigures) -> None:
 
 def _shared(book: Sequence[BookAccount], config: EngineConfig) -> tuple[float, float, bool]:
     """Median ms per update (all engines) for `PARTITIONS` engines, without and with
-    SharedValuations, over the first half of the fall; and whether the commands match."""
+    SharedValuations (both sets in lockstep), over the first half of the fall; and whether
+    the commands match."""
     path = crash_path()[: CRASH_WARMUP + CRASH_UPDATES // 2]
-    results = []
-    for share in (False, True):
-        valuations = SharedValuations() if share else None
-        engines = [PartitionEngine(config, account_states(book[p::PARTITIONS]),
-                                   valuations=valuations) for p in range(PARTITIONS)]
-        figures, emitted = run_crash(engines, path, digest=True)
-        results.append((statistics.median(figures.ms), emitted))
-    return results[0][0], results[1][0], results[0][1] == results[1][1]
+    shared = SharedValuations()
+    runs = [[PartitionEngine(config, account_states(book[p::PARTITIONS]),
+                             valuations=shared if share else None)
+             for p in range(PARTITIONS)] for share in (False, True)]
+    (alone, alone_digest), (sharing, digest) = run_crash(runs, path, digest=True)
+    return statistics.median(alone.ms), statistics.median(sharing.ms), alone_digest == digest
 
 
 def run(evals: int, accounts: int, positions: int) -> None:
