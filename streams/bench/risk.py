@@ -16,24 +16,51 @@ kernels and scipy's sparse products are single-threaded):
    math, same stress grid and margin formulas), timed on a sample of accounts and
    extrapolated linearly to the whole book (said in the output).
 
+4. the crash: the desk book (`streams.risk.bookgen.generate_desk`: `accounts` accounts
+   with 1-5 option and perp positions, all on the benchmark's asset, 3 chains) through the
+   bundled BTC crash (a 14% fall over 90 one-second updates after 35 calm ones), every
+   command filled at the next update; per update: accounts revalued, policy runs,
+   commands, and the time of `apply()` (median of the steepest third of the fall, where
+   the most accounts act);
+5. the same crash on a 10,000-account desk book with the fast path and with `decide` on
+   every account (`fast_policy=False`, the reference): both timed, commands compared;
+6. four engines of `accounts / 4` accounts each receiving the same updates (a worker's
+   partitions), without and with `SharedValuations`.
+
 Last line: RESULT option_evals_per_s=... book_revalue_ms=... naive_ratio=...
+crash_update_ms=... crash_commands=... crash_evaluations=... crash_revalued=...
+shared_update_ms=... unshared_update_ms=... reference_ratio=...
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from streams.domain import ConsensusPrice, OptionType, PriceStatus, RiskInput
-from streams.risk.bookgen import BookAccount, account_states, generate_accounts
+from streams.domain import (
+    CommandAction,
+    ConsensusPrice,
+    ExecutionReport,
+    ExecutionStatus,
+    OptionType,
+    PriceStatus,
+    RiskInput,
+    ScalingCommand,
+    Side,
+)
+from streams.risk.bookgen import BookAccount, account_states, generate_accounts, generate_desk
 from streams.risk.engine import EngineConfig, PartitionEngine
 from streams.risk.margin import MarginParams, StressGrid
 from streams.risk.pricing import option_greeks
+from streams.risk.valuations import SharedValuations
 from streams.risk.volatility import YEAR_MS
 
 ASSET = "BTC"
@@ -163,6 +190,201 @@ def naive_revalue(book: Sequence[BookAccount], spot: float, conf: float, now_ms:
     return ratios
 
 
+# --- the crash: a price move where accounts act ----------------------------------------------
+
+CRASH_WARMUP = 35
+CRASH_UPDATES = 90
+CRASH_DROP = 0.14
+PARTITIONS = 4
+
+
+@dataclass
+class CrashFigures:
+    """Per timed update: ms, accounts revalued, policy runs, commands."""
+
+    ms: list[float] = field(default_factory=list)
+    revalued: list[int] = field(default_factory=list)
+    evaluated: list[int] = field(default_factory=list)
+    commands: list[int] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    report_ms: float = 0.0
+    reports: int = 0
+    batched: int = 0
+
+
+def crash_path(start_ms: int = 1_000_000) -> list[tuple[int, float]]:
+    """BTC: `CRASH_WARMUP` calm one-second updates (55% volatility), then the bundled
+    crash's fall: 14% in `CRASH_UPDATES` one-second updates along a smooth step (the
+    bundled BTC crash; `make run` replays it at 3x, which changes the wall time between
+    updates, not the moves)."""
+    rng = np.random.default_rng(5)
+    out = []
+    price, t = SPOT, start_ms
+    step = 0.55 * math.sqrt(1_000 / YEAR_MS)
+    for _ in range(CRASH_WARMUP):
+        price *= math.exp(step * float(rng.standard_normal()))
+        t += 1_000
+        out.append((t, price))
+    start = price
+    for i in range(1, CRASH_UPDATES + 1):
+        f = i / CRASH_UPDATES
+        t += 1_000
+        noise = math.exp(step * float(rng.standard_normal()))
+        out.append((t, start * (1.0 - CRASH_DROP) ** (3 * f * f - 2 * f ** 3) * noise))
+    return out
+
+
+def _fill(command: ScalingCommand, offset: int, time_ms: int) -> RiskInput:
+    """The executor's FILLED report of `command` at its reference price."""
+    if command.action is CommandAction.TOP_UP:
+        filled, price, amount = 0.0, 0.0, command.amount
+    else:
+        sign = 1.0 if command.side is Side.BUY else -1.0
+        filled, price, amount = sign * command.quantity, command.trigger["reference_price"], 0.0
+    return RiskInput("bench.reports", 0, offset, ExecutionReport(
+        f"rep-{command.command_id}", command.command_id, command.account_id, command.chain,
+        ExecutionStatus.FILLED, "", command.action, command.instrument, filled, price, 0.0,
+        amount, time_ms, "bench"))
+
+
+@dataclass
+class _Run:
+    """One set of engines fed the crash (a worker's partitions)."""
+
+    engines: Sequence[PartitionEngine]
+    figures: CrashFigures = field(default_factory=CrashFigures)
+    queues: list[list[ScalingCommand]] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)
+    offset: int = 0
+
+    def reports(self, t: int) -> None:
+        """Fill every command of the last update (not timed)."""
+        start = time.perf_counter()
+        for engine, queue in zip(self.engines, self.queues, strict=True):
+            for command in queue:
+                self.offset += 1
+                engine.apply(_fill(command, self.offset, t - 500))
+            self.figures.reports += len(queue)
+        self.figures.report_ms += (time.perf_counter() - start) * 1e3
+
+    def price(self, n: int, t: int, price: float, timed: bool, digest: bool) -> None:
+        """Apply update `n` to every engine; record its figures if `timed`."""
+        engines, f = self.engines, self.figures
+        before = [(e.counters.revaluations, e.counters.evaluations) for e in engines]
+        batched = sum(e.batch_stats.accounts for e in engines)
+        start = time.perf_counter()
+        out = [engine.apply(RiskInput("bench.prices", 0, n, ConsensusPrice(
+            ASSET, t, price, price * 1e-4, PriceStatus.OK, 0.0, ["bench"], [], [], n)))
+            for engine in engines]
+        ms = (time.perf_counter() - start) * 1e3
+        self.queues = out
+        if digest:
+            self.digest.update(repr(out).encode())
+        for engine in engines:
+            engine.take_dirty()
+            engine.take_refusals()
+        if not timed:
+            return
+        f.ms.append(ms)
+        f.revalued.append(sum(e.counters.revaluations - b[0]
+                              for e, b in zip(engines, before, strict=True)))
+        f.evaluated.append(sum(e.counters.evaluations - b[1]
+                               for e, b in zip(engines, before, strict=True)))
+        f.batched += sum(e.batch_stats.accounts for e in engines) - batched
+        f.commands.append(sum(map(len, out)))
+        for part in out:
+            for c in part:
+                f.reasons[c.reason.value] = f.reasons.get(c.reason.value, 0) + 1
+
+
+def run_crash(runs: Sequence[Sequence[PartitionEngine]], path: Sequence[tuple[int, float]],
+              digest: bool = False) -> list[tuple[CrashFigures, str]]:
+    """Feed `path` to every set of engines in `runs` (each set: a worker's partitions,
+    every engine of it receiving every update), each command filled at the next update,
+    and time the crash updates of each set (all its engines together).
+
+    The sets go in lockstep, in alternating order, so that they share the machine's load
+    alike; the engines' objects are frozen out of the garbage collector (`_frozen_gc`).
+    With `digest`, also a SHA-256 of every command each set emitted (to compare runs
+    without keeping hundreds of thousands of commands alive).
+    """
+    sets = [_Run(engines, queues=[[] for _ in engines]) for engines in runs]
+    _frozen_gc()
+    for n, (t, price) in enumerate(path, start=1):
+        for run in sets if n % 2 else sets[::-1]:
+            run.reports(t)
+            run.price(n, t, price, n > CRASH_WARMUP, digest)
+    gc.unfreeze()
+    return [(run.figures, run.digest.hexdigest()) for run in sets]
+
+
+REFERENCE_ACCOUNTS = 10_000
+
+
+def _steep(figures: CrashFigures) -> list[float]:
+    """ms of the middle third of the fall (its steepest updates)."""
+    third = len(figures.ms) // 3
+    return figures.ms[third: 2 * third]
+
+
+def _against_reference(config: EngineConfig) -> tuple[float, float, bool]:
+    """The crash on a `REFERENCE_ACCOUNTS` desk book with the fast path and with `decide`
+    on every account: median ms of the steepest updates, and whether the commands match."""
+    book = generate_desk(REFERENCE_ACCOUNTS, seed=11, home=ASSET)
+    runs = [[PartitionEngine(config, account_states(book), fast_policy=fast)]
+            for fast in (True, False)]
+    (fast, fast_digest), (reference, digest) = run_crash(runs, crash_path(), digest=True)
+    return (statistics.median(_steep(fast)), statistics.median(_steep(reference)),
+            fast_digest == digest)
+
+
+def _crash(accounts: int, config: EngineConfig) -> tuple[CrashFigures, float]:
+    """The crash on the desk book, one engine, fast path; median ms of its steepest
+    updates."""
+    print(f"generating the desk book: {accounts:,} accounts, 1-5 option and perp positions"
+          f" each, all on {ASSET}, 3 chains ...", flush=True)
+    book = generate_desk(accounts, seed=11, home=ASSET)
+    n_positions = sum(len(a.positions) for a in book)
+    n_options = sum(p.instrument.is_option for a in book for p in a.positions)
+    print(f"desk book: {n_positions:,} positions ({n_options:,} options)", flush=True)
+    engine = PartitionEngine(config, account_states(book))
+    [(figures, _)] = run_crash([[engine]], crash_path())
+    return figures, statistics.median(_steep(figures))
+
+
+def _frozen_gc() -> None:
+    """Move everything alive (the loaded engines) out of the cyclic collector's reach, as
+    a worker would after restoring its tables: otherwise every full collection walks the
+    100,000 accounts' objects, and its pauses land on whichever update allocates then."""
+    gc.collect()
+    gc.freeze()
+
+
+def _print_crash(label: str, f: CrashFigures) -> None:
+    med = statistics.median
+    print(f"{label}: {med(_steep(f)):.1f} ms median per update over the steepest third of"
+          f" the fall, {med(f.ms):.1f} ms over all {len(f.ms)} crash updates"
+          f" (min {min(f.ms):.1f}, max {max(f.ms):.1f}); per update median"
+          f" {med(f.revalued):,.0f} accounts revalued, {med(f.evaluated):,.0f} policy runs,"
+          f" {med(f.commands):,.0f} commands (max {max(f.commands):,}); in all"
+          f" {sum(f.commands):,} commands {dict(sorted(f.reasons.items()))},"
+          f" {f.batched:,} of {sum(f.evaluated):,} policy runs vectorized;"
+          f" {f.reports:,} fill reports applied between updates ({f.report_ms:,.0f} ms)")
+
+
+def _shared(book: Sequence[BookAccount], config: EngineConfig) -> tuple[float, float, bool]:
+    """Median ms per update (all engines) for `PARTITIONS` engines, without and with
+    SharedValuations (both sets in lockstep), over the first half of the fall; and whether
+    the commands match."""
+    path = crash_path()[: CRASH_WARMUP + CRASH_UPDATES // 2]
+    shared = SharedValuations()
+    runs = [[PartitionEngine(config, account_states(book[p::PARTITIONS]),
+                             valuations=shared if share else None)
+             for p in range(PARTITIONS)] for share in (False, True)]
+    (alone, alone_digest), (sharing, digest) = run_crash(runs, path, digest=True)
+    return statistics.median(alone.ms), statistics.median(sharing.ms), alone_digest == digest
+
+
 def run(evals: int, accounts: int, positions: int) -> None:
     """Print the figures and the RESULT line (see the module docstring)."""
     rate, seconds = _greek_rate(evals)
@@ -201,6 +423,27 @@ def run(evals: int, accounts: int, positions: int) -> None:
     print(f"naive per-position Python loop (scalar math, same grid and margin): {naive_sample:.0f}"
           f" ms for a sample of {len(sample):,} accounts, extrapolated to {naive_full:,.0f} ms"
           f" for the book = {ratio:.0f}x the engine")
+
+    fast_ms, reference_ms, same = _against_reference(config)
+    print(f"the crash on {REFERENCE_ACCOUNTS:,} accounts: {fast_ms:.1f} ms per update with the"
+          f" fast path, {reference_ms:.1f} ms with decide on every account"
+          f" ({reference_ms / fast_ms:.1f}x; commands {'identical' if same else 'DIFFERENT'})",
+          flush=True)
+    crash, crash_ms = _crash(accounts, config)
+    _print_crash(f"crash on {accounts:,} accounts ({ASSET} -{CRASH_DROP:.0%} in"
+                 f" {CRASH_UPDATES} one-second updates after {CRASH_WARMUP} calm ones,"
+                 f" fills at the next update)", crash)
+    book = generate_desk(accounts, seed=11, home=ASSET)
+    alone, shared, same = _shared(book, config)
+    print(f"{PARTITIONS} engines x {accounts // PARTITIONS:,} accounts, every engine receiving"
+          f" the same updates (the first half of the fall): {alone:.1f} ms per update for all"
+          f" four without sharing, {shared:.1f} ms with SharedValuations"
+          f" (commands {'identical' if same else 'DIFFERENT'})")
     print(f"RESULT option_evals_per_s={rate:.0f} book_revalue_ms={steady:.2f}"
-          f" naive_ratio={ratio:.1f}")
+          f" naive_ratio={ratio:.1f} crash_update_ms={crash_ms:.2f}"
+          f" crash_commands={statistics.median(crash.commands):.0f}"
+          f" crash_evaluations={statistics.median(crash.evaluated):.0f}"
+          f" crash_revalued={statistics.median(crash.revalued):.0f}"
+          f" shared_update_ms={shared:.2f} unshared_update_ms={alone:.2f}"
+          f" reference_ratio={reference_ms / fast_ms:.2f}")
 

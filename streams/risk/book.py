@@ -46,6 +46,7 @@ from streams.risk.stress import (
     option_unit_table,
     unit_columns,
 )
+from streams.risk.valuations import QuoteKey, SharedValuations
 
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
@@ -184,6 +185,8 @@ class Book:
         self.caches: list[AssetCache] = []
         self.margin_params: list[MarginParams] = []
         self.default_vol = 0.6
+        # unit tables shared with the other engines of the process (streams.risk.valuations)
+        self.valuations: SharedValuations | None = None
         self._totals: tuple[IntArray, IntArray, IntArray] | None = None
 
     # --- structure -------------------------------------------------------------------------
@@ -349,11 +352,16 @@ class Book:
         rows = cache.rows
         spot, conf, now = quote.price, quote.confidence, quote.event_time
         keys = cache.keys
-        units = option_unit_table(
-            spot=spot, kc=keys[:, _K_CONF] * conf, strike=keys[:, _K_STRIKE],
-            expiry_ms=keys[:, _K_EXPIRY], vol=keys[:, _K_VOL], is_call=keys[:, _K_CALL] > 0.5,
-            is_black76=keys[:, _K_B76] > 0.5, now_ms=now, rate=self.rate, grid=self.grid,
-        )
+        if self.valuations is not None:
+            units = self.valuations.unit_table(
+                QuoteKey(self.asset_names[asset], spot, conf, now, self.rate, self.grid), keys)
+        else:
+            units = option_unit_table(
+                spot=spot, kc=keys[:, _K_CONF] * conf, strike=keys[:, _K_STRIKE],
+                expiry_ms=keys[:, _K_EXPIRY], vol=keys[:, _K_VOL],
+                is_call=keys[:, _K_CALL] > 0.5, is_black76=keys[:, _K_B76] > 0.5, now_ms=now,
+                rate=self.rate, grid=self.grid,
+            )
         cache.units = units
         cache.quote = quote
         n_groups = len(cache.groups)

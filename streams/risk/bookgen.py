@@ -81,6 +81,9 @@ TARGET_CUSHION = 0.12
 RELATIVE_CUSHIONS = (0.6, 0.45, 0.3, 0.2)
 RELATIVE_TARGET = 0.8
 NO_RESERVE_FRACTIONS = (0.25, 0.5, 0.5, 1.0)
+# the desk book's ten assets and their starting prices (generate_desk)
+DESK_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0, "BNB": 600.0, "XRP": 0.6,
+               "DOGE": 0.15, "AVAX": 35.0, "LINK": 15.0, "ARB": 1.1, "OP": 2.5}
 LIMITS = CommandLimits(cooldown_ms=30_000, max_commands=60, rate_window_ms=600_000,
                        min_trade_notional=50.0, max_command_notional=1_000_000.0,
                        slippage_bps=50.0, deadline_ms=120_000)
@@ -154,7 +157,8 @@ def listed_chain(asset: str, spot: float, chain: str, start_ms: int) -> list[Lis
 
 class _Generator:
     def __init__(self, prices: Mapping[str, float], seed: int, chains: Sequence[str],
-                 start_ms: int, positions_per_account: int | None) -> None:
+                 start_ms: int, positions_per_account: int | None,
+                 home: str | None = None) -> None:
         if not prices:
             raise ValueError("need at least one asset price")
         if not chains:
@@ -165,6 +169,9 @@ class _Generator:
         self.chains = list(chains)
         self.start_ms = start_ms
         self.fixed = positions_per_account
+        if home is not None and home not in self.prices:
+            raise ValueError(f"home asset {home!r} has no price")
+        self.home = home
         self.listed = {(a, c): listed_chain(a, p, c, start_ms)
                        for a, p in self.prices.items() for c in self.chains}
 
@@ -199,7 +206,7 @@ class _Generator:
         kind = str(self.rng.choice(ARCHETYPES, p=ARCHETYPE_WEIGHTS))
         if self.fixed == 1:
             kind = "directional"
-        asset = self.assets[int(self.rng.integers(len(self.assets)))]
+        asset = self.home or self.assets[int(self.rng.integers(len(self.assets)))]
         chain = self.chains[int(self.rng.integers(len(self.chains)))]
         spot = self.prices[asset]
         notional = float(np.clip(self.rng.lognormal(math.log(50_000.0), 1.2), 2_000, 5e6))
@@ -262,8 +269,34 @@ def generate_accounts(prices: Mapping[str, float], accounts: int, seed: int = 7,
     many positions (the benchmark's 100,000 x 3 book).
     """
     gen = _Generator(prices, seed, chains, start_ms, positions_per_account)
-    drafts = [gen.account(n) for n in range(accounts)]
-    risk = _initial_risk(drafts, gen.prices, start_ms)
+    return _sized([gen.account(n) for n in range(accounts)], gen.prices, start_ms)
+
+
+def generate_desk(accounts: int, prices: Mapping[str, float] = DESK_PRICES, seed: int = 7,
+                  chains: Sequence[str] = DEFAULT_CHAINS, start_ms: int = 0,
+                  home: str | None = None, max_positions: int = 5) -> list[BookAccount]:
+    """A desk-sized book: like `generate_accounts`, but every account holds 1 to
+    `max_positions` positions (uniform), on 10 assets (`DESK_PRICES`) over 3 chains.
+
+    An account holding one position holds a perp; with n > 1, a directional account
+    holds its perp and n - 1 long options, an option seller or buyer n - 1 options and a
+    perp. `home` puts every account on that asset (the benchmark's book, where one price
+    update revalues all of them); by default each account's asset is drawn uniformly.
+    """
+    if max_positions < 1:
+        raise ValueError("max_positions must be >= 1")
+    gen = _Generator(prices, seed, chains, start_ms, None, home)
+    drafts: list[tuple[BookAccount, float]] = []
+    for n in range(accounts):
+        gen.fixed = int(gen.rng.integers(1, max_positions + 1))
+        drafts.append(gen.account(n))  # type: ignore[arg-type]
+    return _sized(drafts, gen.prices, start_ms)
+
+
+def _sized(drafts: Sequence[tuple[BookAccount, float]], prices: Mapping[str, float],
+           start_ms: int) -> list[BookAccount]:
+    """The drafts with their collateral and ladders set from their initial risk."""
+    risk = _initial_risk(drafts, prices, start_ms)
     book = []
     for (draft, sizing), (mm, dollar_delta, value) in zip(drafts, risk, strict=True):
         collateral = sizing if sizing >= 0 else -sizing * max(mm, 1.0)

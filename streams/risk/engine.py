@@ -17,6 +17,11 @@ The Faust risk agent, the replay tool and `aps simulate` all drive this same cla
   severe breach is never held back), and not a top-up step with no reserve left. It keeps
   an account the policy refuses once, the first time the account finds a rule blocked
   after its state last changed, so that the refusal is recorded.
+- The accounts kept are evaluated together by `streams.risk.batch.decide_many` (the
+  policy's rules with their projections vectorized; the same outcomes as `decide`), those
+  it does not cover one by one by `decide`.
+- With a `SharedValuations`, the option unit tables are computed once per quote for every
+  engine of the process (streams.risk.valuations).
 - Duplicates are dropped: account inputs by (origin topic:partition, offset) per account,
   prices by per-asset sequence.
 - Settlement in event time: an execution report says when the command was executed
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -74,17 +79,20 @@ from streams.risk.account import (
     validate_event,
     validate_report,
 )
+from streams.risk.batch import MIN_REDUCING, BatchStats, covered, decide_many, with_hedge
 from streams.risk.book import Book, BoolArray, Columns, IntArray, Projected, Quote
 from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid, margin_ratio
 from streams.risk.policy import (
     AccountView,
     Holding,
     MarketView,
+    Outcome,
     PolicyConfig,
     QuoteView,
     Refusal,
     decide,
 )
+from streams.risk.valuations import SharedValuations
 from streams.risk.volatility import log_return, realized_vol
 
 # a screening test is loosened by this much so that sums taken in another order can never
@@ -99,6 +107,9 @@ _NEVER = 2**62
 # a rule of one group blocked by its cooldown or the rate limit (refusal bookkeeping)
 _DELTA_COOLING, _DELTA_RATE, _VOL_COOLING, _VOL_RATE, _GAMMA_COOLING, _GAMMA_RATE = (
     1 << bit for bit in range(6))
+# fewer accounts evaluated at one update than this go through decide one by one (measured:
+# the vectorized stages cost more than they save below about 100 accounts)
+BATCH_MIN = 128
 # ladder steps beyond this many cannot have a refusal bit of their own: always evaluated
 _MAX_STEP_BITS = 62
 
@@ -181,10 +192,22 @@ class PartitionEngine:
     """Pure, deterministic risk engine for the accounts of one Kafka partition."""
 
     def __init__(self, config: EngineConfig = EngineConfig(),
-                 states: Iterable[AccountState] = (), market: MarketState | None = None) -> None:
+                 states: Iterable[AccountState] = (), market: MarketState | None = None, *,
+                 valuations: SharedValuations | None = None, fast_policy: bool = True,
+                 batch_min: int = BATCH_MIN) -> None:
+        """`valuations`: option unit tables shared with the other engines of the process
+        (each distinct option valued once per quote for all of them); `fast_policy`: run
+        the policy on the accounts it covers with `decide_many` (vectorized projections)
+        instead of `decide` one account at a time, when at least `batch_min` accounts are
+        evaluated at one update (below that numpy's per-call overhead costs more than it
+        saves). Decisions are the same either way."""
         self.config = config
         self.book = Book(config.grid, config.rate)
         self.book.default_vol = config.default_vol
+        self.book.valuations = valuations
+        self._fast_policy = fast_policy
+        self._batch_min = batch_min
+        self.batch_stats = BatchStats()
         self.counters = _Counters()
         self._records: list[AccountRecord] = []
         self._index: dict[str, int] = {}
@@ -204,7 +227,7 @@ class PartitionEngine:
             "min_scale": np.float64, "max_gamma": np.float64, "vol_window": np.int64,
             "pending": np.int64, "min_ratio": np.float64, "persisted_min": np.float64,
             "breached": np.bool_, "valued": np.bool_,
-            # second stage of the screen (see _refresh_guard)
+            # second stage of the screen (see _refresh_guards)
             "has_rules": np.bool_, "ladder_bottom": np.float64, "delta_hard": np.float64,
             "top_up": np.float64, "no_reserve": np.bool_, "phantom": np.bool_,
             "rate_free_at": np.int64, "refused": np.int64, "guard_stale": np.bool_,
@@ -212,6 +235,8 @@ class PartitionEngine:
             "projected_fresh": np.bool_, "marked_dirty": np.bool_,
         })
         self._ladder_steps: dict[str, tuple[list[float], list[bool]]] = {}
+        self._asset_labels: dict[str, tuple[str, str, str]] = {}
+        self._rank: IntArray | None = None
         self._ladders = _Ladders()
         self._group_guard = Columns({
             "delta_cool": np.int64, "vol_cool": np.int64, "gamma_cool": np.int64,
@@ -641,9 +666,18 @@ class PartitionEngine:
             parts.append(self._screen_vol(asset, groups[with_vol], owners[with_vol]))
         parts.append(np.flatnonzero(cols["pending"][: len(self._records)] > 0))
         candidates = np.unique(np.concatenate(parts))
-        keep = candidates[cols["has_rules"][candidates]].tolist()
-        records = self._records
-        return sorted(keep, key=lambda i: records[i].account_id)
+        keep = candidates[cols["has_rules"][candidates]]
+        return keep[np.argsort(self._id_rank()[keep], kind="stable")].tolist()
+
+    def _id_rank(self) -> IntArray:
+        """Each account's position in account-id order (recomputed after new accounts)."""
+        if self._rank is None or len(self._rank) != len(self._records):
+            ids = [record.account_id for record in self._records]
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            rank = np.empty(len(ids), dtype=np.int64)
+            rank[order] = np.arange(len(ids))
+            self._rank = rank
+        return self._rank
 
     def _screen_vol(self, asset: int, groups: IntArray, owners: IntArray) -> IntArray:
         cols = self._rules
@@ -676,62 +710,102 @@ class PartitionEngine:
 
     # --- second stage of the screen ----------------------------------------------------------
 
-    def _refresh_guard(self, index: int) -> None:
-        """Recompute what the second stage of the screen knows about an account whose
-        state changed (done when it is next screened): quantities and top-ups in flight,
-        cooldown ends of its rule labels, when its rate budget frees, and whether it has
-        reserve left to top up from.
+    def _refresh_guards(self, indices: Sequence[int]) -> None:
+        """Recompute what the second stage of the screen knows about accounts whose state
+        changed (done when they are next screened): quantities and top-ups in flight,
+        cooldown ends of their rule labels, when their rate budget frees, and whether they
+        have reserve left to top up from.
 
-        Also forgets which blocked rules it was refused for: after a change, a blocked rule
-        is recorded again (the first time it is blocked).
+        Also forgets which blocked rules they were refused for: after a change, a blocked
+        rule is recorded again (the first time it is blocked). Each account's figures are
+        its own; the arrays are written once for all of them.
         """
-        record = self._records[index]
-        cols = self._rules
-        cols["guard_stale"][index] = False
-        cols["projected_fresh"][index] = False
-        in_flight: dict[str, float] = {}
-        top_ups: dict[str, float] = {}
-        phantom = False
-        for pending in record.pending.values():
-            pid = pending.position_id
-            if pid is not None:
-                in_flight[pid] = in_flight.get(pid, 0.0) + pending.quantity
-                phantom = phantom or pid not in record.positions
-            elif pending.amount > 0:
-                top_ups[pending.chain] = top_ups.get(pending.chain, 0.0) + pending.amount
-        book = self.book
-        flight = book.rows["flight"]
-        for row in book.active_rows(index):
-            flight[row] = in_flight.get(book.row_ids[row], 0.0)
-        cols["phantom"][index] = phantom
-        cols["top_up"][index] = math.fsum(top_ups.values())
-        cols["no_reserve"][index] = all(c.reserve - top_ups.get(chain, 0.0) <= 0
-                                        for chain, c in record.collateral.items())
-        cols["refused"][index] = 0
-        rules = record.rules
-        if rules is None:
-            self._ladders.set(index, [], [], [])
+        if not len(indices):
             return
-        limits = rules.limits
-        last = record.last_fired
-
-        def cooling_until(label: str) -> int:
-            fired = last.get(label)
-            return _PAST if fired is None else fired + limits.cooldown_ms
-
+        cols = self._rules
+        book = self.book
         guard = self._group_guard
         guard.extend_to(book.groups.size)
-        for group in book.account_groups[index]:
-            name = book.asset_names[int(book.groups["asset"][group])]
-            guard["delta_cool"][group] = cooling_until(f"delta_band:{name}")
-            guard["vol_cool"][group] = cooling_until(f"vol_scaling:{name}")
-            guard["gamma_cool"][group] = cooling_until(f"gamma_bound:{name}")
-            guard["refused"][group] = 0
-        ratios, top_ups_at = self._steps(record.rules_hash, rules)
-        self._ladders.set(index, ratios, top_ups_at,
-                          [cooling_until(f"margin_ladder[{i}]") for i in range(len(ratios))])
-        cols["rate_free_at"][index] = _rate_free_at(record.recent_commands,
-                                                    limits.max_commands, limits.rate_window_ms)
+        row_ids, group_asset, names = book.row_ids, book.groups.cols["asset"], book.asset_names
+        labels = self._labels
+        flight_rows: list[int] = []
+        flight: list[float] = []
+        phantom: list[bool] = []
+        top_up: list[float] = []
+        no_reserve: list[bool] = []
+        ruled: list[int] = []
+        rate_free: list[int] = []
+        groups: list[int] = []
+        cools: list[tuple[int, int, int]] = []
+        ladder_rows: list[int] = []
+        ladder_steps: list[tuple[list[float], list[bool], list[int]]] = []
+        for index in indices:
+            record = self._records[index]
+            in_flight: dict[str, float] = {}
+            top_ups: dict[str, float] = {}
+            ghost = False
+            for pending in record.pending.values():
+                pid = pending.position_id
+                if pid is not None:
+                    in_flight[pid] = in_flight.get(pid, 0.0) + pending.quantity
+                    ghost = ghost or pid not in record.positions
+                elif pending.amount > 0:
+                    top_ups[pending.chain] = top_ups.get(pending.chain, 0.0) + pending.amount
+            for row in book.active_rows(index):
+                flight_rows.append(row)
+                flight.append(in_flight.get(row_ids[row], 0.0))
+            phantom.append(ghost)
+            top_up.append(math.fsum(top_ups.values()))
+            no_reserve.append(all(c.reserve - top_ups.get(chain, 0.0) <= 0
+                                  for chain, c in record.collateral.items()))
+            rules = record.rules
+            ladder_rows.append(index)
+            if rules is None:
+                ladder_steps.append(([], [], []))
+                continue
+            limits = rules.limits
+            last = record.last_fired
+            cooldown = limits.cooldown_ms
+            for group in book.account_groups[index]:
+                delta, vol, gamma = labels(names[int(group_asset[group])])
+                groups.append(group)
+                cools.append((_cooling_until(last, delta, cooldown),
+                              _cooling_until(last, vol, cooldown),
+                              _cooling_until(last, gamma, cooldown)))
+            ratios, top_ups_at = self._steps(record.rules_hash, rules)
+            ladder_steps.append((ratios, top_ups_at,
+                                 [_cooling_until(last, label, cooldown)
+                                  for label in _ladder_labels(len(ratios))]))
+            ruled.append(index)
+            rate_free.append(_rate_free_at(record.recent_commands, limits.max_commands,
+                                           limits.rate_window_ms))
+        at = np.asarray(indices, dtype=np.int64)
+        cols["guard_stale"][at] = False
+        cols["projected_fresh"][at] = False
+        book.rows["flight"][np.asarray(flight_rows, dtype=np.int64)] = flight
+        cols["phantom"][at] = phantom
+        cols["top_up"][at] = top_up
+        cols["no_reserve"][at] = no_reserve
+        cols["refused"][at] = 0
+        if groups:
+            where = np.asarray(groups, dtype=np.int64)
+            table = np.asarray(cools, dtype=np.int64)
+            guard["delta_cool"][where] = table[:, 0]
+            guard["vol_cool"][where] = table[:, 1]
+            guard["gamma_cool"][where] = table[:, 2]
+            guard["refused"][where] = 0
+        self._ladders.set_many(ladder_rows, ladder_steps)
+        if ruled:
+            cols["rate_free_at"][np.asarray(ruled, dtype=np.int64)] = rate_free
+
+    def _labels(self, asset: str) -> tuple[str, str, str]:
+        """The delta band, volatility scaling and gamma bound labels of `asset`."""
+        labels = self._asset_labels.get(asset)
+        if labels is None:
+            labels = self._asset_labels[asset] = (f"delta_band:{asset}",
+                                                  f"vol_scaling:{asset}",
+                                                  f"gamma_bound:{asset}")
+        return labels
 
     def _steps(self, rules_hash: str, rules: ScalingRules) -> tuple[list[float], list[bool]]:
         """Ladder step ratios and top-up flags in the policy's order (highest ratio first,
@@ -765,8 +839,7 @@ class PartitionEngine:
             return candidates
         accounts = np.array(candidates, dtype=np.int64)
         cols = self._rules
-        for index in accounts[cols["guard_stale"][accounts]]:
-            self._refresh_guard(int(index))
+        self._refresh_guards(accounts[cols["guard_stale"][accounts]].tolist())
         # accounts whose figures did not move since they were last projected (they hold
         # no asset revalued since, and their state is the same) keep their projected ratio
         todo = np.flatnonzero(~cols["projected_fresh"][accounts])
@@ -908,17 +981,21 @@ class PartitionEngine:
                 top_ups[pending.chain] = top_ups.get(pending.chain, 0.0) + pending.amount
         holdings = []
         book = self.book
+        row_ids, positions, bases = book.row_ids, record.positions, record.base_quantities
+        unit_of, caches, codes = book.rows.cols["unit"], book.caches, book.asset_code
+        default_vol = self.config.default_vol
         for row in book.active_rows(index):
-            pid = book.row_ids[row]
-            position = record.positions[pid]
+            pid = row_ids[row]
+            position = positions[pid]
             inst = position.instrument
             if inst.underlying not in quotes:
                 continue
-            unit = book.unit_row(row)
-            vol = position.implied_vol if position.implied_vol is not None \
-                else self.config.default_vol
+            # Book.unit_row, inlined (an option row's unit in its asset's table)
+            unit = caches[codes[inst.underlying]].units[int(unit_of[row])] \
+                if inst.is_option else None
+            vol = position.implied_vol if position.implied_vol is not None else default_vol
             holdings.append(Holding(pid, inst, position.quantity + in_flight.pop(pid, 0.0),
-                                    record.base_quantities.get(pid, 0.0), vol, unit))
+                                    bases.get(pid, 0.0), vol, unit))
         for pending in record.pending.values():
             pid = pending.position_id
             if pid is None or pid not in in_flight:
@@ -938,17 +1015,34 @@ class PartitionEngine:
             last_fired=record.last_fired, recent_commands=record.recent_commands)
 
     def _evaluate(self, candidates: list[int], trigger: str, now: int) -> list[ScalingCommand]:
+        """Run the policy on `candidates` (in order): the accounts `decide_many` covers
+        together, the others one by one with `decide`; same outcomes either way."""
         if not candidates:
             return []
         market = self._market_view(trigger)
-        commands: list[ScalingCommand] = []
+        views: list[tuple[int, AccountView]] = []
         for index in candidates:
             view = self._view(index, market.quotes)
             if view is None or not view.holdings:
                 continue
             self.counters.evaluations += 1
-            outcome = decide(view, market, self.config.policy, self.config.margin_for,
-                             self.config.grid, [trigger])
+            views.append((index, view))
+        policy, params, grid = self.config.policy, self.config.margin_for, self.config.grid
+        together: dict[int, Outcome] = {}
+        if self._fast_policy and len(views) >= self._batch_min:
+            covered_views = [(index, view) for index, view in views
+                             if covered(view, trigger, market)]
+            outcomes = decide_many([with_hedge(view, policy, trigger)
+                                    for _, view in covered_views],
+                                   market, policy, params, grid, trigger, self.batch_stats,
+                                   min(self._batch_min, MIN_REDUCING))
+            together = {index: outcome for (index, _), outcome
+                        in zip(covered_views, outcomes, strict=True)}
+        commands: list[ScalingCommand] = []
+        for index, view in views:
+            outcome = together.get(index)
+            if outcome is None:
+                outcome = decide(view, market, policy, params, grid, [trigger])
             self._note_refusals(outcome.refusals)
             if outcome.commands:
                 self._record_outcome(index, outcome.commands, outcome.pending, outcome.fired,
@@ -1040,6 +1134,27 @@ class _Ladders:
         cool_until[:old_rows, :old_cols] = self.cool_until
         self.ratio, self.top_up, self.cool_until = ratio, top_up, cool_until
 
+    def set_many(self, indices: list[int],
+                 steps: list[tuple[list[float], list[bool], list[int]]]) -> None:
+        """`set` for several accounts (each index once)."""
+        if not indices:
+            return
+        width = max(1, max(len(ratios) for ratios, _, _ in steps))
+        self.ensure(max(indices), width)
+        cols = self.ratio.shape[1]
+        ratio = np.full((len(indices), cols), -math.inf)
+        top_up = np.zeros((len(indices), cols), dtype=bool)
+        cool = np.full((len(indices), cols), _PAST, dtype=np.int64)
+        for k, (ratios, top_ups, cool_until) in enumerate(steps):
+            n = len(ratios)
+            ratio[k, :n] = ratios
+            top_up[k, :n] = top_ups
+            cool[k, :n] = cool_until
+        at = np.asarray(indices, dtype=np.int64)
+        self.ratio[at] = ratio
+        self.top_up[at] = top_up
+        self.cool_until[at] = cool
+
     def set(self, index: int, ratios: list[float], top_ups: list[bool],
             cool_until: list[int]) -> None:
         """The steps of account `index`."""
@@ -1056,6 +1171,22 @@ class _Ladders:
 def _held_order(entry: tuple[int, str, str, int, int, RiskInput]) -> tuple[int, str, str, int,
                                                                           int]:
     return entry[:5]
+
+
+def _cooling_until(last_fired: Mapping[str, int], label: str, cooldown_ms: int) -> int:
+    """Event time until which `label` cools down (_PAST if it never fired)."""
+    fired = last_fired.get(label)
+    return _PAST if fired is None else fired + cooldown_ms
+
+
+_LADDER_LABELS: list[str] = []
+
+
+def _ladder_labels(n: int) -> list[str]:
+    """The labels margin_ladder[0..n-1]."""
+    while len(_LADDER_LABELS) < n:
+        _LADDER_LABELS.append(f"margin_ladder[{len(_LADDER_LABELS)}]")
+    return _LADDER_LABELS[:n]
 
 
 def _rate_free_at(times: list[int], max_commands: int, window_ms: int) -> int:

@@ -9,11 +9,13 @@ import pytest
 from streams.domain import AccountEvent, CollateralChanged, PositionChanged, RulesChanged
 from streams.errors import ConfigError, DomainError
 from streams.risk.bookgen import (
+    DESK_PRICES,
     account_events,
     account_states,
     format_book,
     generate_accounts,
     generate_book,
+    generate_desk,
     parse_book,
 )
 from streams.risk.engine import PartitionEngine
@@ -99,3 +101,24 @@ def test_book_file_round_trip_and_minimal_form() -> None:
 def test_bad_book_files_are_refused_clearly(text: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         parse_book(text)
+
+
+def test_the_desk_book_holds_one_to_five_options_and_perps_on_ten_assets() -> None:
+    book = generate_desk(800, seed=2)
+    assert {len(a.positions) for a in book} == {1, 2, 3, 4, 5}
+    assert {p.instrument.underlying for a in book for p in a.positions} == set(DESK_PRICES)
+    assert {c.chain for a in book for c in a.collateral} == {"ethereum", "arbitrum", "solana"}
+    kinds = {p.instrument.kind.value for a in book for p in a.positions}
+    assert kinds == {"OPTION", "PERP"}
+    assert generate_desk(50, seed=2) == generate_desk(50, seed=2)
+    # the benchmark's book: every account on one asset
+    btc = generate_desk(200, seed=2, home="BTC")
+    assert {p.instrument.underlying for a in btc for p in a.positions} == {"BTC"}
+    # every account starts above its ladder
+    engine = PartitionEngine(states=account_states(btc))
+    engine.apply(price_input("BTC", 60_000.0, 1, 0))
+    tops = {a.account_id: max(s.margin_ratio for s in a.rules.margin_ladder.steps)  # type: ignore[union-attr]
+            for a in btc}
+    assert all(engine.figures(i).margin_ratio > top for i, top in tops.items())  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="home"):
+        generate_desk(5, home="NOPE")

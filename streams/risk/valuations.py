@@ -1,0 +1,106 @@
+"""Per-unit option valuations shared by the engines of one process.
+
+A worker holds one `PartitionEngine` per partition, and every one of them receives the same
+consensus price. The expensive part of a revaluation that does not depend on the partition
+is the unit table of each distinct option (mark, Greeks and the PnL of every stress
+scenario, `streams.risk.stress.option_unit_table`). `SharedValuations` computes each row of
+it once per quote and hands the same numbers to every engine that asks.
+
+A reuse can never be wrong because the key is everything a row depends on: the quote
+(asset, price, confidence, event time), the rate and the stress grid, and the row's option
+terms (call/put, model, strike, expiry, mark volatility, confidence multiplier k). A row's
+values depend on nothing else (the pricing kernels are element-wise), so a row computed
+for one engine is bit-identical to the row another engine would compute in its own table.
+
+Memory is bounded: per asset only the latest quote's rows are kept; a new quote of the
+asset drops the previous one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streams.risk.margin import FloatArray, StressGrid
+from streams.risk.stress import option_unit_table, unit_columns
+
+# columns of an option key row (streams.risk.book: call, black76, strike, expiry, vol, k)
+_K_CALL, _K_B76, _K_STRIKE, _K_EXPIRY, _K_VOL, _K_CONF = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteKey:
+    """Everything of a revaluation that is common to all rows of one asset's table."""
+
+    asset: str
+    price: float
+    confidence: float
+    event_time: int
+    rate: float
+    grid: StressGrid
+
+
+@dataclass
+class _Entry:
+    quote: QuoteKey
+    index: dict[bytes, int] = field(default_factory=dict)
+    table: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    size: int = 0
+
+
+@dataclass
+class ValuationStats:
+    """How often rows were reused (`hits`) and computed (`computed`), and table lookups."""
+
+    lookups: int = 0
+    hits: int = 0
+    computed: int = 0
+
+
+class SharedValuations:
+    """Unit tables of option rows, computed once per (asset, quote) for all engines."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self.stats = ValuationStats()
+
+    def unit_table(self, quote: QuoteKey, keys: FloatArray) -> FloatArray:
+        """Unit table of the option rows `keys` (n x 6) at `quote`, row i for keys[i]."""
+        entry = self._entries.get(quote.asset)
+        if entry is None or entry.quote != quote:
+            entry = self._entries[quote.asset] = _Entry(
+                quote, table=np.empty((0, unit_columns(quote.grid))))
+        self.stats.lookups += 1
+        keys = np.ascontiguousarray(keys, dtype=np.float64)
+        raw = [row.tobytes() for row in keys]
+        where = np.fromiter((entry.index.get(b, -1) for b in raw), dtype=np.int64,
+                            count=len(raw))
+        missing = np.flatnonzero(where < 0)
+        if len(missing):
+            self._compute(entry, keys[missing], [raw[i] for i in missing])
+            where[missing] = [entry.index[raw[i]] for i in missing]
+        self.stats.hits += len(raw) - len(missing)
+        return entry.table[where]
+
+    def _compute(self, entry: _Entry, keys: FloatArray, raw: list[bytes]) -> None:
+        quote = entry.quote
+        rows = option_unit_table(
+            spot=quote.price, kc=keys[:, _K_CONF] * quote.confidence,
+            strike=keys[:, _K_STRIKE], expiry_ms=keys[:, _K_EXPIRY], vol=keys[:, _K_VOL],
+            is_call=keys[:, _K_CALL] > 0.5, is_black76=keys[:, _K_B76] > 0.5,
+            now_ms=quote.event_time, rate=quote.rate, grid=quote.grid)
+        need = entry.size + len(rows)
+        if need > len(entry.table):
+            grown = np.empty((max(need, 2 * len(entry.table)), rows.shape[1]))
+            grown[: entry.size] = entry.table[: entry.size]
+            entry.table = grown
+        entry.table[entry.size: need] = rows
+        for offset, key in enumerate(raw):
+            entry.index[key] = entry.size + offset
+        entry.size = need
+        self.stats.computed += len(rows)
+
+    def assets(self) -> list[str]:
+        """Assets with a cached quote (at most one quote each)."""
+        return sorted(self._entries)
