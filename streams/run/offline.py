@@ -26,6 +26,7 @@ from streams.executors.settlement import Settlement
 from streams.oracle.consensus import ConsensusEngine
 from streams.oracle.feeds import FeedRegistry
 from streams.risk.engine import EngineConfig, PartitionEngine
+from streams.risk.valuations import SharedValuations
 from streams.scenario.bundled import Scenario
 from streams.topics import ACCOUNT_EVENTS, EXECUTION_REPORTS, ORACLE_TICKS
 
@@ -46,7 +47,8 @@ def run_offline(scenario: Scenario, feeds: FeedRegistry, chains: ChainProfiles,
                 on_progress: Callable[[int, int], None] | None = None) -> OfflineResult:
     """Run `scenario` through consensus, one engine per partition and instant settlement."""
     config = config or EngineConfig()
-    engines = [PartitionEngine(config) for _ in range(partitions)]
+    valuations = SharedValuations()
+    engines = [PartitionEngine(config, valuations=valuations) for _ in range(partitions)]
     offsets = [0] * partitions
     for event in scenario.account_events:
         partition = account_partition(event.account_id, partitions)
