@@ -12,15 +12,17 @@ terms (call/put, model, strike, expiry, mark volatility, confidence multiplier k
 values depend on nothing else (the pricing kernels are element-wise), so a row computed
 for one engine is bit-identical to the row another engine would compute in its own table.
 
-Memory is bounded: per asset only the latest quote's rows are kept; a new quote of the
-asset drops the previous one. When it arrives, the rows every engine asked for under the
-previous quote are computed for the new one in a single call (the engines of a worker hold
-mostly the same options from one price to the next), so four engines pay the fixed cost of
-one pricing call instead of four.
+Memory is bounded: per asset the rows of the latest `QUOTES_PER_ASSET` quotes are kept (a
+worker that is behind applies several prices of one asset to one partition before the next
+partition gets to the first of them, so the latest alone would not do). A new quote's
+table starts with every row asked for under the quote before it, computed in one call (the
+engines of a worker hold mostly the same options from one price to the next), so four
+engines pay the fixed cost of one pricing call instead of four.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,22 +64,32 @@ class ValuationStats:
     computed: int = 0
 
 
+QUOTES_PER_ASSET = 16
+
+
 class SharedValuations:
     """Unit tables of option rows, computed once per (asset, quote) for all engines."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, OrderedDict[QuoteKey, _Entry]] = {}
         self.stats = ValuationStats()
+
+    def _entry(self, quote: QuoteKey) -> _Entry:
+        quotes = self._entries.setdefault(quote.asset, OrderedDict())
+        entry = quotes.get(quote)
+        if entry is not None:
+            return entry
+        latest = next(reversed(quotes.values())) if quotes else None
+        entry = quotes[quote] = _Entry(quote, table=np.empty((0, unit_columns(quote.grid))))
+        if len(quotes) > QUOTES_PER_ASSET:
+            quotes.popitem(last=False)
+        if latest is not None and latest.size and latest.quote.grid == quote.grid:
+            self._compute(entry, np.vstack(latest.keys), list(latest.index))
+        return entry
 
     def unit_table(self, quote: QuoteKey, keys: FloatArray) -> FloatArray:
         """Unit table of the option rows `keys` (n x 6) at `quote`, row i for keys[i]."""
-        entry = self._entries.get(quote.asset)
-        if entry is None or entry.quote != quote:
-            previous = entry
-            entry = self._entries[quote.asset] = _Entry(
-                quote, table=np.empty((0, unit_columns(quote.grid))))
-            if previous is not None and previous.size and previous.quote.grid == quote.grid:
-                self._compute(entry, np.vstack(previous.keys), list(previous.index))
+        entry = self._entry(quote)
         self.stats.lookups += 1
         keys = np.ascontiguousarray(keys, dtype=np.float64)
         raw = [row.tobytes() for row in keys]
@@ -115,5 +127,9 @@ class SharedValuations:
         self.stats.computed += len(rows)
 
     def assets(self) -> list[str]:
-        """Assets with a cached quote (at most one quote each)."""
+        """Assets with a cached quote."""
         return sorted(self._entries)
+
+    def quotes(self, asset: str) -> int:
+        """Quotes of `asset` whose rows are kept (at most QUOTES_PER_ASSET)."""
+        return len(self._entries.get(asset, ()))

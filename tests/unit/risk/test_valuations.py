@@ -10,7 +10,7 @@ from streams.risk.bookgen import account_states, generate_accounts
 from streams.risk.engine import PartitionEngine
 from streams.risk.margin import StressGrid
 from streams.risk.stress import option_unit_table
-from streams.risk.valuations import QuoteKey, SharedValuations
+from streams.risk.valuations import QUOTES_PER_ASSET, QuoteKey, SharedValuations
 from tests.unit.risk.engine_helpers import Feeder
 from tests.unit.risk.test_engine_fast import crash_feed
 
@@ -105,18 +105,23 @@ def test_a_shared_row_is_bit_identical_to_the_row_of_a_table_of_its_own() -> Non
     assert shared.stats.hits == 10 and shared.stats.computed == 55
 
 
-def test_only_the_latest_quote_of_an_asset_is_kept() -> None:
+def test_the_latest_quotes_of_an_asset_are_kept_and_no_more() -> None:
     grid = StressGrid()
     shared = SharedValuations()
     keys = _keys(5, 3)
     shared.unit_table(QuoteKey("BTC", 60_000.0, 1.0, 1_000, 0.0, grid), keys)
     shared.unit_table(QuoteKey("BTC", 60_001.0, 1.0, 2_000, 0.0, grid), keys)
+    # a new quote computes again (a different quote never reuses a row), in one call for the
+    # rows asked for under the previous quote, which the lookup then finds
+    assert shared.stats.computed == 10 and shared.stats.hits == 5
+    # an engine behind the others asks for an earlier quote: still kept
     shared.unit_table(QuoteKey("BTC", 60_000.0, 1.0, 1_000, 0.0, grid), keys)
-    # every quote change computes again (a different quote never reuses a row), in one call
-    # for the rows asked for under the previous quote, which the lookup then finds
-    assert shared.stats.computed == 15 and shared.stats.hits == 10
+    assert shared.stats.computed == 10 and shared.stats.hits == 10
     # a different grid or rate is a different quote too
     shared.unit_table(QuoteKey("BTC", 60_000.0, 1.0, 1_000, 0.01, grid), keys)
     shared.unit_table(QuoteKey("BTC", 60_000.0, 1.0, 1_000, 0.01, StressGrid(vol_shift=0.1)),
                       keys)
-    assert shared.stats.computed == 25 and len(shared.assets()) == 1
+    assert shared.stats.computed == 20 and len(shared.assets()) == 1
+    for i in range(2 * QUOTES_PER_ASSET):
+        shared.unit_table(QuoteKey("BTC", 50_000.0 + i, 1.0, 5_000 + i, 0.0, grid), keys)
+    assert shared.quotes("BTC") == QUOTES_PER_ASSET
