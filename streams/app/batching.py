@@ -21,12 +21,32 @@ from collections.abc import AsyncIterator
 import faust
 from faust.types import EventT
 
+# Faust's consumer hands the records of one fetch to the agent's queue one at a time, with
+# several turns of the event loop between two of them; a queue seen empty for this many turns
+# in a row holds nothing more of that fetch.
+SETTLE_TURNS = 3
+MAX_SETTLE_TURNS = 64
+
+
+async def _settle(queue: asyncio.Queue, pending: list[EventT], max_: int) -> None:
+    """Give the consumer a few loop turns to deliver the rest of its fetch (no timer)."""
+    quiet = 0
+    for _ in range(MAX_SETTLE_TURNS):
+        if len(pending) >= max_:
+            return
+        before = len(pending)
+        await asyncio.sleep(0)
+        quiet = quiet + 1 if queue.empty() and len(pending) == before else 0
+        if quiet >= SETTLE_TURNS:
+            return
+
 
 class ReadyBatchStream(faust.Stream):
     """A Faust stream that can also be read in ready batches (`take_ready`)."""
 
     async def take_ready(self, max_: int) -> AsyncIterator[list[EventT]]:
-        """Yield lists of 1..`max_` events: everything queued, as soon as the queue is empty.
+        """Yield lists of 1..`max_` events: everything queued, as soon as the queue is empty
+        (after a few event-loop turns that let the consumer deliver the rest of a fetch).
 
         The agent must consume each batch before asking for the next; events arriving
         meanwhile wait in the channel's queue (Faust's backpressure applies as usual).
@@ -46,8 +66,10 @@ class ReadyBatchStream(faust.Stream):
             if event is None:  # pragma: no cover - Faust sets it before processors run
                 raise RuntimeError("no current event in a stream processor")
             pending.append(event)
-            if len(pending) >= max_ or queue.empty():
+            if len(pending) >= max_:
                 room.clear()
+                ready.set()
+            elif queue.empty():
                 ready.set()
             return value
 
@@ -59,7 +81,10 @@ class ReadyBatchStream(faust.Stream):
             while not self.should_stop:
                 await self.wait_for_stopped(ready)  # type: ignore[arg-type]
                 if not pending:
+                    ready.clear()
                     continue
+                await _settle(queue, pending, max_)
+                room.clear()
                 batch = list(pending)
                 # if the agent raises while processing, the generator is closed here and
                 # the batch is never acked: its offsets are not committed, and the worker

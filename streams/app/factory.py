@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streams.app import transport
 from streams.app.batching import ReadyBatchStream
 from streams.app.latency import observe_batch_start
-from streams.app.metrics import BATCH_SECONDS
+from streams.app.metrics import BATCH_SECONDS, watch_gc
 from streams.config import Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def run_worker(app: faust.App, settings: Settings) -> None:
     of aiokafka and Faust then builds a log record (4% of the worker's time under load).
     Without the spinner the root logger keeps the configured level.
     """
+    watch_gc()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.spinner = None
     worker.execute_from_commandline()

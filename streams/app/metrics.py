@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import Counter, Histogram
 
 MESSAGES = Counter("aps_messages_total", "Messages consumed, by stage", ["stage"])
@@ -19,3 +22,20 @@ CONFLATED = Counter("aps_conflated_prices_total",
 DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
 BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))
+RISK_STEP_SECONDS = Counter("aps_risk_step_seconds_total", "Time the risk stage spent, by "
+                            "step: apply (the engine), persist (encode and write changed "
+                            "state), send (sign and send commands)", ["step"])
+GC_SECONDS = Counter("aps_gc_seconds_total", "Time spent in Python's cyclic garbage collector")
+
+
+def watch_gc() -> None:
+    """Count the cyclic collector's pauses in aps_gc_seconds_total (call once per process)."""
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_SECONDS.inc(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -23,7 +24,7 @@ from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
 from streams.app.latency import header_tick_ms, observe_hop, record_ms
-from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS
+from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS, RISK_STEP_SECONDS
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
@@ -121,22 +122,31 @@ class RiskProcessor:
                            decoded: dict[bytes, RiskInput | CodecError]) -> None:
         engine = self.engine(partition)
         revalued_before = engine.counters.revaluations
+        applying = sending = 0.0
         for event in events:
             item = _decode_once(event.message.value, decoded)
             if isinstance(item, CodecError):
                 self.dead_letters.send(event, item.reason, str(item))
                 continue
+            started = time.perf_counter()
             try:
                 emitted = engine.apply(item)
             except DomainError as exc:
                 self.dead_letters.send(event, exc.reason, exc.detail, _event_time(item))
                 continue
+            finally:
+                applied = time.perf_counter()
+                applying += applied - started
             if emitted:
                 input_ms, tick_ms = record_ms(event), header_tick_ms(event)
                 for command in emitted:
                     self._send(command, event)
                     observe_hop("risk_input_to_command", input_ms)
                     observe_hop("tick_to_command", tick_ms)
+                sending += time.perf_counter() - applied
+        RISK_STEP_SECONDS.labels("apply").inc(applying)
+        RISK_STEP_SECONDS.labels("send").inc(sending)
+        started = time.perf_counter()
         with event_context(events[-1]):
             for state in engine.take_dirty():
                 self.accounts[state.account_id.encode()] = encode(state)
@@ -145,6 +155,7 @@ class RiskProcessor:
                 for entry in market.assets:
                     self.market[market_key(partition, entry.asset)] = self._asset_bytes(entry)
                 self.market[market_key(partition)] = encode(replace(market, assets=[]))
+        RISK_STEP_SECONDS.labels("persist").inc(time.perf_counter() - started)
         REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
 
     def _asset_bytes(self, entry: AssetMarket) -> bytes:
