@@ -11,6 +11,7 @@ sent again after a crash carries the same sequence and is dropped by the risk en
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
 from streams.app.latency import observe_hop, record_ms, tick_ts_header
 from streams.app.metrics import CONFLATED, DROPPED, MESSAGES
+from streams.app.pricegate import PriceGate
 from streams.codecs import decode, encode, encode_risk_input
 from streams.config import Settings
 from streams.domain import ConsensusPrice, ConsensusState, OracleObservation
@@ -42,13 +44,15 @@ class ConsensusStage:
     """Runs observations through the engine restored from the state table."""
 
     def __init__(self, settings: Settings, state: faust.Table, prices: TopicT,
-                 risk_inputs: TopicT, dead_letters: DeadLetterSink) -> None:
+                 risk_inputs: TopicT, dead_letters: DeadLetterSink,
+                 gate: PriceGate | None = None) -> None:
         self.feeds = load_feeds(settings.feeds_file)
         self.state = state
         self.prices = prices
         self.risk_inputs = risk_inputs
         self.partitions = settings.partitions
         self.dead_letters = dead_letters
+        self.gate = gate
         self._engine: ConsensusEngine | None = None
 
     def engine(self) -> ConsensusEngine:
@@ -96,7 +100,11 @@ class ConsensusStage:
                 latest[price.asset] = (price, event)
                 computed += 1
         for price, cause in latest.values():
-            self._publish(price, cause)
+            if self.gate is None:
+                self._publish(price, cause)
+            else:
+                self.gate.offer(price.asset, price.sequence,
+                                functools.partial(self._publish, price, cause))
         if computed > len(latest):
             CONFLATED.inc(computed - len(latest))
         with event_context(events[-1]):
@@ -121,11 +129,12 @@ class ConsensusStage:
 
 
 def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, prices: TopicT,
-                      risk_inputs: TopicT, dead_letters: TopicT) -> ConsensusStage:
-    """Add the consensus table and agent to `app`."""
+                      risk_inputs: TopicT, dead_letters: TopicT,
+                      gate: PriceGate | None = None) -> ConsensusStage:
+    """Add the consensus table and agent to `app` (publishing through `gate`, if given)."""
     state = app.Table(STATE_TABLE, partitions=1, key_type=bytes, value_type=bytes)
     stage = ConsensusStage(settings, state, prices, risk_inputs,
-                           DeadLetterSink(dead_letters, STAGE))
+                           DeadLetterSink(dead_letters, STAGE), gate)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[faust.types.TP], **_: object) -> None:

@@ -17,8 +17,10 @@ DROPPED = Counter("aps_dropped_total", "Inputs counted and not used (duplicates,
 REVALUATIONS = Counter("aps_revaluations_total",
                        "Accounts revalued by price updates (one per account per update)")
 CONFLATED = Counter("aps_conflated_prices_total",
-                    "Consensus prices superseded within one batch by a later price of the same "
-                    "asset, so not published (the stage was behind)")
+                    "Consensus prices superseded by a later price of the same asset before they "
+                    "were published (within one batch, or while held by the price gate)")
+GATED = Counter("aps_gated_prices_total", "Consensus prices held until the risk stage had "
+                "applied the asset's previous price (streams/app/pricegate.py)")
 DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
 BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))

@@ -26,10 +26,18 @@ from streams.app.factory import batch_agent
 from streams.app.latency import header_tick_ms, observe_hop, record_ms
 from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS, RISK_STEP_SECONDS
 from streams.app.partitioning import account_partition
+from streams.app.pricegate import PriceGate
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
 from streams.config import Settings
-from streams.domain import AccountState, AssetMarket, MarketState, RiskInput, ScalingCommand
+from streams.domain import (
+    AccountState,
+    AssetMarket,
+    ConsensusPrice,
+    MarketState,
+    RiskInput,
+    ScalingCommand,
+)
 from streams.errors import CodecError, DomainError
 from streams.risk.engine import EngineConfig, PartitionEngine
 from streams.risk.valuations import SharedValuations
@@ -67,13 +75,14 @@ class RiskProcessor:
 
     def __init__(self, settings: Settings, accounts: faust.Table, market: faust.Table,
                  commands: dict[str, TopicT], dead_letters: DeadLetterSink,
-                 config: EngineConfig | None = None) -> None:
+                 config: EngineConfig | None = None, gate: PriceGate | None = None) -> None:
         self.settings = settings
         self.accounts = accounts
         self.market = market
         self.commands = commands
         self.dead_letters = dead_letters
         self.config = config or EngineConfig()
+        self.gate = gate
         self.engines: dict[int, PartitionEngine] = {}
         # every partition receives the same prices: value each distinct option once
         self.valuations = SharedValuations()
@@ -137,6 +146,8 @@ class RiskProcessor:
             finally:
                 applied = time.perf_counter()
                 applying += applied - started
+                if self.gate is not None and isinstance(item.body, ConsensusPrice):
+                    self.gate.applied(item.body.asset, item.body.sequence, partition)
             if emitted:
                 input_ms, tick_ms = record_ms(event), header_tick_ms(event)
                 for command in emitted:
@@ -203,17 +214,26 @@ def _event_time(item: RiskInput) -> int:
 
 
 def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
-                 commands: dict[str, TopicT], dead_letters: TopicT) -> RiskProcessor:
-    """Add the risk tables and agent to `app`."""
+                 commands: dict[str, TopicT], dead_letters: TopicT,
+                 gate: PriceGate | None = None) -> RiskProcessor:
+    """Add the risk tables and agent to `app` (telling `gate` what it applied, if given)."""
     partitions = settings.partitions
     accounts = app.Table(ACCOUNTS_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
     market = app.Table(MARKET_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
     processor = RiskProcessor(settings, accounts, market, commands,
-                              DeadLetterSink(dead_letters, STAGE))
+                              DeadLetterSink(dead_letters, STAGE), gate=gate)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:
         processor.forget(revoked)
+        if gate is not None:
+            gate.assign(set())
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: faust.App, assigned: set[TP], **_: object) -> None:
+        if gate is not None:
+            name = risk_inputs.get_topic_name()
+            gate.assign(tp.partition for tp in assigned if tp.topic == name)
 
     batch_agent(app, risk_inputs, name="risk", stage=STAGE, size=BATCH,
                 process=processor.process)

@@ -14,6 +14,7 @@ import faust
 
 from streams.app.consensus_agent import install_consensus
 from streams.app.factory import new_app, raw_topic
+from streams.app.pricegate import PriceGate
 from streams.app.risk_agent import install_risk
 from streams.app.sequencer_agent import install_sequencer
 from streams.config import Settings
@@ -42,8 +43,10 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
 
     dead_letters = topic(DEAD_LETTER)
     risk_inputs = topic(RISK_INPUTS)
+    # one price per asset in flight between the two stages (streams/app/pricegate.py)
+    gate = PriceGate()
     install_consensus(app, settings, ticks=topic(ORACLE_TICKS), prices=topic(ORACLE_PRICES),
-                      risk_inputs=risk_inputs, dead_letters=dead_letters)
+                      risk_inputs=risk_inputs, dead_letters=dead_letters, gate=gate)
     install_sequencer(
         app, settings,
         sources=app.topic(ACCOUNT_EVENTS, EXECUTION_REPORTS,
@@ -52,5 +55,5 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     install_risk(app, settings, risk_inputs=risk_inputs,
                  commands={chain: topic(exec_commands(chain)) for chain in settings.chains},
-                 dead_letters=dead_letters)
+                 dead_letters=dead_letters, gate=gate)
     return app

@@ -95,7 +95,9 @@ def test_consensus_price_lies_within_the_sources_it_used(
         outcome = engine.observe(obs)
         before = dict(latest)
         if outcome.accepted:
-            latest[(spec.asset, spec.label)] = mantissa_of(obs) * 10.0**spec.exponent
+            # the engine's own exact scaling (one correctly rounded division), so a source's
+            # value and a consensus of that one value are the same float
+            latest[(spec.asset, spec.label)] = mantissa_of(obs) / 10**-spec.exponent
         for position, price in enumerate(outcome.prices):
             # staleness reviews come first and see the state before this observation
             own = outcome.accepted and position == len(outcome.prices) - 1
