@@ -107,8 +107,8 @@ def test_a_web_port_in_use(command: list[str], env: dict[str, str], listening: i
     one_clear_line(stderr, f"APS_WEB_PORT {listening} is not free")
 
 
-@pytest.mark.parametrize("command", [WORKER, EXECUTOR, ["topics"], ["archiver"]],
-                         ids=["worker", "executor", "topics", "archiver"])
+@pytest.mark.parametrize("command", [WORKER, EXECUTOR, ["topics"], ["archiver"], ["run"]],
+                         ids=["worker", "executor", "topics", "archiver", "run"])
 def test_an_unreachable_broker_within_a_bounded_time(command: list[str],
                                                      env: dict[str, str]) -> None:
     code, stderr, seconds = aps(command, env)
@@ -117,8 +117,8 @@ def test_an_unreachable_broker_within_a_bounded_time(command: list[str],
     assert seconds < BROKER_BOUND_S
 
 
-@pytest.mark.parametrize("command", [WORKER, EXECUTOR, ["topics"]],
-                         ids=["worker", "executor", "topics"])
+@pytest.mark.parametrize("command", [WORKER, EXECUTOR, ["topics"], ["run"]],
+                         ids=["worker", "executor", "topics", "run"])
 def test_partitions_differing_from_the_existing_topics(command: list[str], kafka_bootstrap: str,
                                                        tmp_path: Path) -> None:
     chains = f"ethereum,pf{uuid.uuid4().hex[:8]}"  # a topic of this test's own, besides
@@ -134,3 +134,13 @@ def test_partitions_differing_from_the_existing_topics(command: list[str], kafka
                           f"set APS_PARTITIONS={existing.partitions}")
     assert kafka_bootstrap in line
     assert seconds < BROKER_BOUND_S
+
+
+def test_topics_with_the_configured_partitions_still_start(kafka_bootstrap: str) -> None:
+    chains = f"pf{uuid.uuid4().hex[:8]}"
+    full = {k: v for k, v in os.environ.items() if not k.startswith("APS_")}
+    full.update({"APS_KAFKA_BOOTSTRAP": kafka_bootstrap, "APS_CHAINS": chains})
+    proc = subprocess.run([sys.executable, "-m", "streams", "topics"], env=full,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"exec.{chains}.commands\t4\taps.ScalingCommand\tcreated" in proc.stdout
