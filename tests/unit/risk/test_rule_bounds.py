@@ -5,6 +5,7 @@ a refused RulesChanged event leaves the account's previous rules in place."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -27,7 +28,7 @@ from streams.domain import (
 )
 from streams.domain.rules import RULE_BOUNDS, Bound, validate_rules
 from streams.errors import DomainError, InvalidRulesError
-from streams.risk.bookgen import generate_accounts, generate_desk
+from streams.risk.bookgen import format_book, generate_accounts, generate_desk, parse_book
 from streams.scenario.bundled import bundled_scenario
 from tests.unit.risk.engine_helpers import Feeder
 
@@ -212,3 +213,13 @@ def test_a_rules_change_out_of_bounds_is_refused_and_the_account_keeps_its_rules
     assert after is not None
     assert after.rules == good and after.rules_hash == before.rules_hash
     assert after.version == before.version
+
+
+def test_a_book_file_with_rules_out_of_bounds_is_refused() -> None:
+    book = generate_accounts({"BTC": 60_000.0}, 1, seed=1)
+    data = json.loads(format_book(book))
+    items = data["accounts"] if isinstance(data, dict) else data
+    items[0]["rules"]["limits"]["deadline_ms"] = THIRTY_YEARS_MS
+    with pytest.raises(InvalidRulesError, match=r"limits\.deadline_ms = 946080000000"):
+        parse_book(json.dumps(data))
+    assert parse_book(format_book(book))[0].rules == book[0].rules
