@@ -119,7 +119,8 @@ class Bound:
         return str(int(x)) if self.kind != "number" else f"{x:g}"
 
 
-# Every bounded field of ScalingRules, by path (list items drop their index). The bundled
+# Every bounded field of ScalingRules, by path (list items drop their index); a new rule
+# field needs its entry here (a unit test checks that every field has one). The bundled
 # scenario, the book generators (streams/risk/bookgen.py) and the defaults lie well inside.
 RULE_BOUNDS: dict[str, Bound] = {
     "delta_band.band": Bound(1e-12, MAX_QUANTITY, unit="units"),

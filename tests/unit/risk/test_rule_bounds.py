@@ -135,6 +135,15 @@ def test_any_one_field_outside_its_bound_is_refused_by_name(
     assert info.value.detail.startswith(f"{path} = {value!r}, must be ")
 
 
+def test_every_field_of_every_rule_record_has_a_bound() -> None:
+    records = {"delta_band": DeltaBandRule, "vol_scaling": VolScalingRule,
+               "margin_ladder": MarginLadder, "margin_ladder.steps": MarginStep,
+               "limits": CommandLimits}
+    wanted = {f"{path}.{f.name}" for path, record in records.items()
+              for f in dataclasses.fields(record) if f.name != "action"}
+    assert wanted == set(RULE_BOUNDS)
+
+
 # --- the absurd values of the issue -------------------------------------------------------------
 
 THIRTY_YEARS_MS = 30 * 365 * 86_400_000
