@@ -7,6 +7,7 @@
     │   └── UnknownSchemaError      fingerprint of a schema this build does not know
     ├── InfraError             a broker or ClickHouse could not be started or reached
     └── DomainError            input the pure core refuses (invalid numbers, unknown feed ...)
+        └── InvalidRulesError      scaling rules with a field outside its bound
 """
 
 from __future__ import annotations
@@ -49,3 +50,17 @@ class DomainError(APSError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class InvalidRulesError(DomainError):
+    """Scaling rules with a field outside its documented bound (`streams.domain.rules`).
+
+    `field` is the field's path (``limits.deadline_ms``, ``margin_ladder.steps[1].fraction``),
+    `value` the refused value and `bound` what the field must be, all in `detail`.
+    """
+
+    def __init__(self, field: str, value: object, bound: str) -> None:
+        super().__init__("invalid_rules", f"{field} = {value!r}, must be {bound}")
+        self.field = field
+        self.value = value
+        self.bound = bound

@@ -7,6 +7,7 @@ import time
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from streams.archive.archiver import BATCH_SIZE, BATCH_TIMEOUT_S, GROUP_ID, ArchiverProgress
 from streams.config import load_settings
@@ -63,6 +64,7 @@ def archiver(
     ClickHouse outage (retrying with backoff); gives up at start if the broker does not
     answer. Serves Prometheus metrics on APS_WEB_PORT (/metrics).
     """
+    from streams.app.preflight import Checks, preflight
     from streams.archive.archiver import run_archiver
 
     console = Console(stderr=True)
@@ -74,6 +76,9 @@ def archiver(
             raise typer.BadParameter(
                 "no broker: pass --bootstrap or set APS_KAFKA_BOOTSTRAP (the embedded broker "
                 "lives inside `aps run`, which archives by itself)", param_hint="--bootstrap")
+        preflight(settings, Checks(data_dir=settings.embedded_archive,
+                                   web_port=bool(settings.web_port),
+                                   partitions=False), target)
         archive = settings.clickhouse_url and settings.describe()["clickhouse_url"]
         console.print(f"archiver: {target} -> {archive or settings.chdb_path}; metrics on "
                       f"http://127.0.0.1:{settings.web_port}/metrics; Ctrl-C to stop")
@@ -81,7 +86,8 @@ def archiver(
                              batch_size=batch_size, batch_timeout=batch_timeout, group_id=group,
                              metrics_port=settings.web_port)
     except APSError as exc:
-        console.print(f"[red]aps archiver:[/red] {exc}", soft_wrap=True)
+        text = " ".join(str(exc).split())
+        console.print(f"[red]aps archiver:[/red] {escape(text)}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"archiver: stopped after {final.messages} messages")
 

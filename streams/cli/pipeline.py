@@ -5,30 +5,53 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from streams.config import Settings, load_settings
 from streams.errors import APSError, ConfigError
 
+if TYPE_CHECKING:
+    from streams.app.preflight import Checks
+
 console = Console(stderr=True)
+
+
+def fail(prefix: str, message: object, code: int) -> NoReturn:
+    """Print `prefix: message` as one line on stderr (never wrapped) and exit with `code`."""
+    text = " ".join(str(message).split())
+    console.print(f"[red]{escape(prefix)}:[/] {escape(text)}", soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail("configuration error", exc, 2)
 
 
 def _bootstrap(settings: Settings) -> str:
     if settings.kafka_bootstrap is None:
-        console.print("[red]APS_KAFKA_BOOTSTRAP is not set.[/] Start a broker with `aps broker` "
-                      "(or use `aps run`, which starts everything) and export its address.")
-        raise typer.Exit(2)
+        fail("APS_KAFKA_BOOTSTRAP is not set", "start a broker with `aps broker` (or use "
+             "`aps run`, which starts everything) and export its address", 2)
     return settings.kafka_bootstrap
+
+
+def preflight_or_exit(settings: Settings, checks: Checks, bootstrap: str | None) -> None:
+    """Run the start-up checks (streams.app.preflight); a failure is one line on stderr and
+    exit code 2 (a setting is wrong) or 1 (the broker does not answer)."""
+    from streams.app.preflight import preflight
+
+    try:
+        preflight(settings, checks, bootstrap)
+    except ConfigError as exc:
+        fail("configuration error", exc, 2)
+    except APSError as exc:
+        fail("cannot start", exc, 1)
 
 
 def _signals_as_interrupt() -> None:
@@ -53,10 +76,12 @@ def run(
                                  "offline (no broker) and print both side by side."),
 ) -> None:
     """Start the stack and run the bundled scenario; print a summary at the end."""
+    from streams.app.preflight import Checks
     from streams.run.runner import RunOptions, run_pipeline
     from streams.run.summary import print_summary
 
     settings = _settings()
+    preflight_or_exit(settings, Checks(feeds=True, chains=True), settings.kafka_bootstrap)
     _signals_as_interrupt()
     options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed,
                          offline=offline)
@@ -67,7 +92,7 @@ def run(
         console.print("[yellow]interrupted; every process was stopped.[/]")
         raise typer.Exit(130) from None
     except APSError as exc:
-        console.print(f"[red]run failed:[/] {exc}")
+        console.print(f"[red]run failed:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     print_summary(report, out)
     if report.commands_without_report or not report.archive_matches:
@@ -77,23 +102,33 @@ def run(
 def worker() -> None:
     """Run a pipeline worker (consensus, sequencer and risk agents) until stopped."""
     from streams.app.factory import run_worker
-    from streams.app.worker import create_worker_app
+    from streams.app.preflight import Checks
+    from streams.app.risk_agent import ACCOUNTS_TABLE, MARKET_TABLE
+    from streams.app.worker import APP_ID, create_worker_app
 
     settings = _settings()
-    run_worker(create_worker_app(settings, _bootstrap(settings)), settings)
+    bootstrap = _bootstrap(settings)
+    changelogs = tuple(f"{APP_ID}-{table}-changelog" for table in (ACCOUNTS_TABLE, MARKET_TABLE))
+    preflight_or_exit(settings, Checks(feeds=True, web_port=True, extra_topics=changelogs),
+                      bootstrap)
+    run_worker(create_worker_app(settings, bootstrap), settings)
 
 
 def executor(chain: str = typer.Option(..., help="Chain whose commands to execute.")) -> None:
     """Run the executor of one chain until stopped."""
-    from streams.app.executor_app import create_executor_app
+    from streams.app.executor_app import EXECUTED_TABLE, create_executor_app, executor_app_id
     from streams.app.factory import run_worker
+    from streams.app.preflight import Checks
 
     settings = _settings()
+    bootstrap = _bootstrap(settings)
+    changelog = f"{executor_app_id(chain)}-{EXECUTED_TABLE}-changelog"
+    preflight_or_exit(settings, Checks(chains=True, web_port=True, extra_topics=(changelog,)),
+                      bootstrap)
     try:
-        app = create_executor_app(settings, _bootstrap(settings), chain)
+        app = create_executor_app(settings, bootstrap, chain)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
+        fail("configuration error", exc, 2)
     run_worker(app, settings)
 
 
@@ -117,12 +152,18 @@ def broker(port: int = typer.Option(9092, help="Port to listen on (127.0.0.1).")
 
 def topics() -> None:
     """Create APS's topics on APS_KAFKA_BOOTSTRAP (idempotent) and list them."""
+    from streams.app.preflight import Checks
     from streams.infra.broker import create_topics
     from streams.topics import topic_specs
 
     settings = _settings()
+    bootstrap = _bootstrap(settings)
+    preflight_or_exit(settings, Checks(data_dir=False), bootstrap)
     specs = topic_specs(settings)
-    created = set(create_topics(_bootstrap(settings), specs))
+    try:
+        created = set(create_topics(bootstrap, specs))
+    except APSError as exc:
+        fail("cannot create the topics", exc, 1)
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         sys.stdout.write(f"{spec.name}\t{spec.partitions}\t{spec.schema}\t{state}\n")

@@ -32,6 +32,7 @@ from streams.domain import (
     ScalingRules,
     Valuation,
 )
+from streams.domain.rules import validate_rules
 from streams.errors import DomainError
 
 HEDGE_SUFFIX = "-PERP"
@@ -107,36 +108,6 @@ def validate_position(position: Position) -> None:
     vol = position.implied_vol
     if vol is not None and not (math.isfinite(vol) and 0 <= vol <= 10):
         raise DomainError("invalid_position", f"implied_vol must be in [0, 10], got {vol!r}")
-
-
-def validate_rules(rules: ScalingRules) -> None:
-    """Refuse rules that cannot work (non-positive bands, empty ladders, bad fractions)."""
-    band = rules.delta_band
-    if band is not None and not (band.band > 0 and band.hard_limit >= band.band
-                                 and band.hysteresis >= 0 and math.isfinite(band.target)):
-        raise DomainError("invalid_rules",
-                          "delta_band needs band > 0, hard_limit >= band, hysteresis >= 0")
-    vol = rules.vol_scaling
-    if vol is not None and not (vol.vol_target > 0 and vol.max_gamma > 0 and vol.window >= 2
-                                and 0 < vol.min_scale <= 1):
-        raise DomainError("invalid_rules", "vol_scaling needs vol_target > 0, max_gamma > 0,"
-                          " window >= 2 and 0 < min_scale <= 1")
-    ladder = rules.margin_ladder
-    if ladder is not None:
-        if not ladder.steps:
-            raise DomainError("invalid_rules", "margin_ladder needs at least one step")
-        for step in ladder.steps:
-            if not (step.margin_ratio > 0 and 0 < step.fraction <= 1):
-                raise DomainError("invalid_rules",
-                                  "ladder steps need margin_ratio > 0 and 0 < fraction <= 1")
-        if not (ladder.target_ratio > 0 and ladder.confidence_k >= 0):
-            raise DomainError("invalid_rules", "ladder needs target_ratio > 0, confidence_k >= 0")
-    lim = rules.limits
-    if min(lim.cooldown_ms, lim.rate_window_ms, lim.deadline_ms) < 0 or lim.max_commands < 0 \
-            or lim.min_trade_notional < 0 or lim.max_command_notional <= 0 \
-            or lim.slippage_bps < 0:
-        raise DomainError("invalid_rules", "limits must be non-negative"
-                          " (max_command_notional > 0)")
 
 
 # --- rules hash -----------------------------------------------------------------------------
