@@ -37,6 +37,9 @@ class Settings:
     web_port: int = 6066
     log_level: str = "warn"
     fetch_wait_ms: int = 20
+    # names of the fields set explicitly (from APS_* variables or overrides), so a tool can
+    # tell "the default" from "asked for"
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def embedded_broker(self) -> bool:
@@ -57,6 +60,8 @@ class Settings:
         """Settings for display, secrets masked."""
         out = {}
         for f in fields(self):
+            if f.name == "given":
+                continue
             value = getattr(self, f.name)
             if f.name == "command_key":
                 value = "<dev key>" if value == DEV_COMMAND_KEY else "****"
@@ -95,7 +100,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             continue
         values[name] = _parse(var, name, raw)
     values.update(overrides)
-    settings = Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values, given=frozenset(values))  # type: ignore[arg-type]
     if settings.partitions < 1:
         raise ConfigError("APS_PARTITIONS must be >= 1")
     if settings.fetch_wait_ms < 1:

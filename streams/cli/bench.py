@@ -48,13 +48,14 @@ def bench_live(
     accounts: int = typer.Option(400, min=1, help="Accounts in the generated book."),
     speed: float = typer.Option(3.0, min=0.0, help="Event time / wall time (as aps run)."),
     duration: int = typer.Option(300, min=30, help="Seconds of event time per run."),
+    partitions: int | None = typer.Option(None, min=1, help="Partitions (as aps run)."),
 ) -> None:
     """The bundled scenario through the live stack: per-hop latency, lag, live vs offline."""
     from streams.bench.live import run
     from streams.config import load_settings
-    from streams.run.runner import RunOptions
+    from streams.run.runner import RunOptions, stack_settings
 
-    run(load_settings(), runs=runs,
+    run(stack_settings(load_settings(), partitions), runs=runs,
         options=RunOptions(accounts=accounts, speed=speed, duration_s=duration))
 
 

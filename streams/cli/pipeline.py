@@ -74,13 +74,17 @@ def run(
     seed: int = typer.Option(7, help="Seed of the price paths and the book."),
     offline: bool = typer.Option(True, help="After the live run, run the same book and prices "
                                  "offline (no broker) and print both side by side."),
+    partitions: int | None = typer.Option(None, min=1, help="Partitions of the partitioned "
+                                          "topics [default: APS_PARTITIONS if set or with an "
+                                          "external broker, else 1: the stack runs one "
+                                          "worker]"),
 ) -> None:
     """Start the stack and run the bundled scenario; print a summary at the end."""
     from streams.app.preflight import Checks
-    from streams.run.runner import RunOptions, run_pipeline
+    from streams.run.runner import RunOptions, run_pipeline, stack_settings
     from streams.run.summary import print_summary
 
-    settings = _settings()
+    settings = stack_settings(_settings(), partitions)
     preflight_or_exit(settings, Checks(feeds=True, chains=True), settings.kafka_bootstrap)
     _signals_as_interrupt()
     options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed,

@@ -19,6 +19,7 @@ undercounts any topic written in multi-record batches.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -57,6 +58,26 @@ from streams.topics import (
 )
 
 NEAR_LIQUIDATION_RATIO = 1.25
+STACK_PARTITIONS = 1
+
+
+def stack_settings(settings: Settings, partitions: int | None = None) -> Settings:
+    """The settings of an `aps run` stack: `partitions` if given; else APS_PARTITIONS when it
+    is set or the broker is external (its topics exist already); else one partition.
+
+    The stack runs one worker, and a partition is what a worker owns: with more partitions
+    than workers every price is applied once per partition (measured on the bundled crash:
+    4 partitions cost the worker ~1.5x the CPU per price and the broker ~1.5x, and double
+    the tick -> command latency, docs/performance.md), for no parallelism in return.
+    """
+    if partitions is None:
+        if "partitions" in settings.given or not settings.embedded_broker:
+            return settings
+        partitions = STACK_PARTITIONS
+    if partitions < 1:
+        raise ValueError("partitions must be >= 1")
+    return dataclasses.replace(settings, partitions=partitions,
+                               given=settings.given | {"partitions"})
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,8 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
                                 chains=settings.chains)
     with Stack(settings, settings.data_dir / "logs", archiver=True) as stack:
         where = "embedded Tansu" if settings.embedded_broker else settings.kafka_bootstrap
-        console.print(f"[bold]APS[/] starting broker ({where})")
+        console.print(f"[bold]APS[/] starting broker ({where}); {settings.partitions} "
+                      f"partition(s) per partitioned topic")
         bootstrap = stack.start_broker()
         stack.start_processes()
         console.print(f"started {', '.join(c.name for c in stack.children)} "

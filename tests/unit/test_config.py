@@ -61,3 +61,12 @@ def test_account_partition_is_kafkas_default_partitioner() -> None:
 def test_event_time_clock_is_monotonic() -> None:
     clock = EventTimeClock()
     assert clock.observe(10) == 10 and clock.observe(5) == 10 and clock.now() == 10
+
+
+def test_aps_run_sizes_its_topics_to_its_one_worker_unless_told_otherwise() -> None:
+    from streams.run.runner import stack_settings
+    assert stack_settings(load_settings({})).partitions == 1
+    assert stack_settings(load_settings({}), 3).partitions == 3
+    assert stack_settings(load_settings({"APS_PARTITIONS": "4"})).partitions == 4
+    external = load_settings({"APS_KAFKA_BOOTSTRAP": "kafka:9092"})
+    assert stack_settings(external).partitions == external.partitions == 4
