@@ -9,7 +9,7 @@ import time
 import typer
 from rich.console import Console
 
-from streams.config import Settings, load_settings
+from streams.config import Settings, check_keys, load_settings
 from streams.errors import APSError, ConfigError
 
 console = Console(stderr=True)
@@ -29,6 +29,16 @@ def _bootstrap(settings: Settings) -> str:
                       "(or use `aps run`, which starts everything) and export its address.")
         raise typer.Exit(2)
     return settings.kafka_bootstrap
+
+
+def _production_keys(settings: Settings) -> None:
+    """Exit with one line (no traceback) if a development key is used outside the embedded
+    stack (streams.config.check_keys)."""
+    try:
+        check_keys(settings)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _signals_as_interrupt() -> None:
@@ -80,7 +90,9 @@ def worker() -> None:
     from streams.app.worker import create_worker_app
 
     settings = _settings()
-    run_worker(create_worker_app(settings, _bootstrap(settings)), settings)
+    bootstrap = _bootstrap(settings)
+    _production_keys(settings)
+    run_worker(create_worker_app(settings, bootstrap), settings)
 
 
 def executor(chain: str = typer.Option(..., help="Chain whose commands to execute.")) -> None:
@@ -89,8 +101,10 @@ def executor(chain: str = typer.Option(..., help="Chain whose commands to execut
     from streams.app.factory import run_worker
 
     settings = _settings()
+    bootstrap = _bootstrap(settings)
+    _production_keys(settings)
     try:
-        app = create_executor_app(settings, _bootstrap(settings), chain)
+        app = create_executor_app(settings, bootstrap, chain)
     except ConfigError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
