@@ -19,6 +19,9 @@ REVALUATIONS = Counter("aps_revaluations_total",
 CONFLATED = Counter("aps_conflated_prices_total",
                     "Consensus prices superseded within one batch by a later price of the same "
                     "asset, so not published (the stage was behind)")
+KEY_MISMATCH = Counter("aps_key_mismatch_total", "Signed inputs whose key id is not the id of "
+                       "this process's key (the keys of the signer and this process differ)",
+                       ["stage"])
 DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
 BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))
