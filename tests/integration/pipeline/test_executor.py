@@ -277,7 +277,7 @@ def test_the_risk_stage_refuses_reports_it_cannot_verify(settings: Settings) -> 
                                lambda m: len(_dead_letters(m, run)) >= 3, timeout=120,
                                settle=3.0)
         letters = _dead_letters(messages, run)
-        assert sorted((d.stage, d.reason) for d in letters) == [("risk", "forged_report")] * 3
+        assert {(d.stage, d.reason) for d in letters} == {("risk", "forged_report")}
         refused = " ".join(d.detail for d in letters)
         for bad in (unsigned, tampered, stranger):
             assert bad.report_id in refused
