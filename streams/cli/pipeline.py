@@ -121,7 +121,9 @@ def broker(port: int = typer.Option(9092, help="Port to listen on (127.0.0.1).")
     with EmbeddedBroker(port=port) as embedded:
         created = create_topics(embedded.bootstrap, topic_specs(settings))
         console.print(f"broker on {embedded.bootstrap}; created {len(created)} topics. "
-                      f"export APS_KAFKA_BOOTSTRAP={embedded.bootstrap}  (Ctrl-C stops)")
+                      f"export APS_KAFKA_BOOTSTRAP={embedded.bootstrap}, and APS_COMMAND_KEY and "
+                      "APS_REPORT_KEY ($(openssl rand -hex 32) each) for `aps worker` and "
+                      "`aps executor`  (Ctrl-C stops)")
         try:
             while True:
                 time.sleep(3600)
