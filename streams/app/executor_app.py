@@ -95,7 +95,15 @@ def _unpack_times(raw: bytes | None) -> tuple[int, ...]:
 
 
 class CommandExecutor:
-    """Verifies, de-duplicates, bounds and executes commands of one chain."""
+    """Verifies, de-duplicates, bounds and executes commands of one chain.
+
+    Its clock (`BoundedClock`) is the executor's notion of now, one for all the partitions it
+    consumes: the latest created_at of the new commands it admitted, never moved by a
+    command more than `max_clock_lead_ms` ahead (that one is REJECTED). A command executes
+    at ``max(clock, created_at)``, so it expires if its own partition lagged past its
+    deadline. The clock is kept per partition in the table ``executor-clock`` and restored
+    from it at every batch (after a restart or a rebalance).
+    """
 
     def __init__(self, chain: str, executor: Executor, keys: ExecutorKeys,
                  state: ExecutorState, reports: TopicT, dead_letters: DeadLetterSink, *,
