@@ -67,6 +67,7 @@ def run(
     from streams.run.summary import print_summary
 
     settings = _settings()
+    _production_keys(settings)  # its processes would refuse them on an external broker
     _signals_as_interrupt()
     options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed,
                          offline=offline)
