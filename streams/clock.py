@@ -22,3 +22,56 @@ class EventTimeClock:
     def now(self) -> int:
         """Latest event time seen, epoch milliseconds."""
         return self._now
+
+
+class BoundedClock:
+    """An executor's clock: the latest event time (command created_at) it accepted, across
+    every partition it consumes, that no single event can push arbitrarily far ahead.
+
+    `admit` accepts an event time at most `max_lead_ms` beyond the clock, advancing the
+    clock to it if later; an event time further ahead is refused and leaves the clock where
+    it was, so one future-dated command cannot make every later command expire. An earlier
+    event time is accepted and does not move the clock: the command is then judged at the
+    clock's time (an old command does not execute because its own partition lagged).
+
+    Time may also really jump (no command at all for longer than the lead). So a jump needs
+    two witnesses: when two consecutive events are both beyond the lead, the clock moves to
+    the earlier of the two, and the second is judged against it. After such a quiet spell
+    one command is refused; a lone future-dated event followed by ordinary ones never moves
+    the clock. The first event time a clock without history sees is accepted as it is.
+    """
+
+    def __init__(self, max_lead_ms: int, start_ms: int | None = None) -> None:
+        self.max_lead_ms = max_lead_ms
+        self._now = start_ms
+        self._ahead: int | None = None  # the previous event, if it was refused
+
+    def admit(self, event_time_ms: int) -> int | None:
+        """The clock's time after accepting `event_time_ms`, or None if it is refused."""
+        if self._now is None:
+            self._now = event_time_ms
+        elif event_time_ms > self._now + self.max_lead_ms and not self._witnessed(event_time_ms):
+            return None
+        self._ahead = None
+        self._now = max(self._now, event_time_ms)
+        return self._now
+
+    def _witnessed(self, event_time_ms: int) -> bool:
+        """For an event beyond the lead: True if the previous event was beyond it too and,
+        once the clock moved to the earlier of the two, this one is within the lead."""
+        assert self._now is not None
+        previous, self._ahead = self._ahead, event_time_ms
+        if previous is None:
+            return False
+        self._now = max(self._now, min(previous, event_time_ms))
+        return event_time_ms <= self._now + self.max_lead_ms
+
+    def restore(self, event_time_ms: int) -> None:
+        """Advance to a time this clock (or its predecessor on these partitions) already
+        reached, e.g. read back from a changelogged table after a restart."""
+        if self._now is None or event_time_ms > self._now:
+            self._now = event_time_ms
+
+    def now(self) -> int | None:
+        """The clock's time, epoch ms (None before any event)."""
+        return self._now

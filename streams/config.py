@@ -17,6 +17,9 @@ from streams.paths import INFRA_DIR
 
 DEFAULT_CHAINS = ("ethereum", "arbitrum", "solana")
 DEV_COMMAND_KEY = "aps-dev-only-command-key"
+DEV_REPORT_KEY = "aps-dev-only-report-key"
+_DEV_KEYS = {"command_key": DEV_COMMAND_KEY, "report_key": DEV_REPORT_KEY}
+_KEY_VARIABLES = {"command_key": "APS_COMMAND_KEY", "report_key": "APS_REPORT_KEY"}
 
 # variables read by tests and tooling, not by the pipeline itself
 _PASSTHROUGH = {"APS_HOME", "APS_TEST_CLICKHOUSE_URL", "APS_TEST_KAFKA_BOOTSTRAP"}
@@ -34,6 +37,7 @@ class Settings:
     feeds_file: Path = INFRA_DIR / "feeds.toml"
     chains_file: Path = INFRA_DIR / "chains.toml"
     command_key: str = field(default=DEV_COMMAND_KEY, repr=False)
+    report_key: str = field(default=DEV_REPORT_KEY, repr=False)
     web_port: int = 6066
     log_level: str = "warn"
     fetch_wait_ms: int = 20
@@ -63,8 +67,8 @@ class Settings:
             if f.name == "given":
                 continue
             value = getattr(self, f.name)
-            if f.name == "command_key":
-                value = "<dev key>" if value == DEV_COMMAND_KEY else "****"
+            if f.name in _DEV_KEYS:
+                value = "<dev key>" if value == _DEV_KEYS[f.name] else "****"
             elif f.name == "clickhouse_url" and value:
                 value = _mask_url(value)
             out[f.name] = str(value) if value is not None else "(embedded)"
@@ -80,6 +84,7 @@ _ENV = {
     "APS_FEEDS_FILE": "feeds_file",
     "APS_CHAINS_FILE": "chains_file",
     "APS_COMMAND_KEY": "command_key",
+    "APS_REPORT_KEY": "report_key",
     "APS_WEB_PORT": "web_port",
     "APS_LOG_LEVEL": "log_level",
     "APS_FETCH_WAIT_MS": "fetch_wait_ms",
@@ -106,6 +111,28 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     if settings.fetch_wait_ms < 1:
         raise ConfigError("APS_FETCH_WAIT_MS must be >= 1")
     return settings
+
+
+def check_keys(settings: Settings) -> None:
+    """Refuse the development keys outside the embedded development stack.
+
+    With APS_KAFKA_BOOTSTRAP set, the signing keys must be secrets of the deployment: a
+    development key is public (it is in this file), so a command or report signed with it
+    proves nothing. The two keys must also differ, so that holding one does not let a
+    process forge what the other authenticates. Raises ConfigError with one line saying
+    which variable to set and how.
+    """
+    if settings.embedded_broker:
+        return
+    for name, dev_key in _DEV_KEYS.items():
+        if getattr(settings, name) == dev_key:
+            var = _KEY_VARIABLES[name]
+            raise ConfigError(f"{var} is the development key, refused with APS_KAFKA_BOOTSTRAP "
+                              f"set: export {var}=$(openssl rand -hex 32) (the same value for "
+                              "every worker and executor)")
+    if settings.command_key == settings.report_key:
+        raise ConfigError("APS_COMMAND_KEY and APS_REPORT_KEY are the same key: give each "
+                          "its own secret, e.g. export APS_REPORT_KEY=$(openssl rand -hex 32)")
 
 
 def _parse(var: str, name: str, raw: str) -> object:

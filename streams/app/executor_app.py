@@ -1,37 +1,62 @@
 """Executor process of one chain: exec.<chain>.commands -> venue -> execution.reports.
 
 Safety properties, in this order:
-- a command whose HMAC signature does not verify (forged, altered or unsigned) is refused
-  to aps.deadletter and never executed;
-- a command for another chain is refused the same way;
-- each command id executes at most once: the report is stored in the RocksDB table
-  ``executed`` (changelogged) before it is sent, and a command seen again (a redelivery
-  after a crash, a replay) gets its stored report re-sent instead of a second execution.
+- a command whose HMAC signature does not verify with APS_COMMAND_KEY (forged, altered or
+  unsigned) is refused to aps.deadletter (``forged_command``) and never executed; one whose
+  key id is not ours is also reported once at CRITICAL (streams.app.authenticity);
+- a command for another chain is refused the same way (``wrong_chain``);
+- a command on another partition than its account's (`account_partition` of the signed
+  account id, the partition the risk agent sends it to) is refused (``misrouted_command``);
+- each command id executes at most once per chain: the report is stored in the RocksDB
+  table ``executed`` (changelogged) before it is sent, and a command seen again (a
+  redelivery after a crash, a replay) gets its stored report re-sent instead of a second
+  execution. The lookup reads the partition the command arrived on; since a command is only
+  accepted on the one partition its signed account id maps to, that partition holds the
+  record of every earlier execution of the id, whatever partition or key a copy is sent on;
+- the executor's bounds (streams.executors.limits, infra/chains.toml ``[limits]``) and its
+  clock (`BoundedClock`, one per executor across its partitions) refuse what a signed
+  command should never ask for, as REJECTED reports naming the limit;
+- every report is signed with APS_REPORT_KEY, so the risk stage applies only reports an
+  executor made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
 
 import faust
 from faust.types import EventT, TopicT
 
+from streams.app.authenticity import SignatureCheck
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent, new_app, raw_topic
 from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
-from streams.clock import EventTimeClock
+from streams.app.partitioning import account_partition
+from streams.clock import BoundedClock
 from streams.codecs import decode, encode
-from streams.codecs.signing import verify
+from streams.codecs.signing import sign
 from streams.config import Settings
 from streams.domain import ExecutionReport, ScalingCommand
 from streams.errors import CodecError, ConfigError
 from streams.executors import Executor, executor_for, load_chain_profiles
+from streams.executors.limits import (
+    ExecutorLimits,
+    admit_rate,
+    check_command,
+    exceeds,
+    load_executor_limits,
+    rate_refusal,
+)
 from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, exec_commands, topic_specs
 
 BATCH = 1000
 EXECUTED_TABLE = "executed"
+CLOCK_TABLE = "executor-clock"
+RATE_TABLE = "executor-rate"
 
 
 def executor_app_id(chain: str) -> str:
@@ -39,54 +64,140 @@ def executor_app_id(chain: str) -> str:
     return f"aps-executor-{chain}"
 
 
-class CommandExecutor:
-    """Verifies, de-duplicates and executes commands of one chain."""
+@dataclass(frozen=True, slots=True)
+class ExecutorState:
+    """The executor's changelogged tables, all partitioned like the commands topic.
 
-    def __init__(self, chain: str, executor: Executor, command_key: str, executed: faust.Table,
-                 reports: TopicT, dead_letters: DeadLetterSink) -> None:
+    executed: command id -> its signed report. clock: ``clock/<partition>`` -> the clock's
+    time when that partition last moved it (the clock restarts at their maximum). rate:
+    account id -> created_at of its recently executed commands (the account's partition).
+    """
+
+    executed: MutableMapping[bytes, bytes]
+    clock: MutableMapping[bytes, bytes]
+    rate: MutableMapping[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorKeys:
+    """The key commands are verified with and the key reports are signed with."""
+
+    command_key: str
+    report_key: str
+
+
+def _pack_times(times: tuple[int, ...]) -> bytes:
+    return struct.pack(f"<{len(times)}q", *times)
+
+
+def _unpack_times(raw: bytes | None) -> tuple[int, ...]:
+    return () if not raw else struct.unpack(f"<{len(raw) // 8}q", raw)
+
+
+class CommandExecutor:
+    """Verifies, de-duplicates, bounds and executes commands of one chain.
+
+    Its clock (`BoundedClock`) is the executor's notion of now, one for all the partitions it
+    consumes: the latest created_at of the new commands it admitted, never moved by a
+    command more than `max_clock_lead_ms` ahead (that one is REJECTED). A command executes
+    at ``max(clock, created_at)``, so it expires if its own partition lagged past its
+    deadline. The clock is kept per partition in the table ``executor-clock`` and restored
+    from it at every batch (after a restart or a rebalance).
+    """
+
+    def __init__(self, chain: str, executor: Executor, keys: ExecutorKeys,
+                 state: ExecutorState, reports: TopicT, dead_letters: DeadLetterSink, *,
+                 partitions: int, limits: ExecutorLimits | None = None) -> None:
         self.chain = chain
         self.executor = executor
-        self.command_key = command_key
-        self.executed = executed
+        self.report_key = keys.report_key
+        self.commands = SignatureCheck(dead_letters.stage, keys.command_key, "APS_COMMAND_KEY",
+                                       "risk worker")
+        self.state = state
         self.reports = reports
         self.dead_letters = dead_letters
-        self.clocks: dict[int, EventTimeClock] = {}
+        self.partitions = partitions
+        self.limits = limits or ExecutorLimits()
+        self.clock = BoundedClock(self.limits.max_clock_lead_ms)
+        self._clock_written: dict[int, int] = {}
 
     def process(self, events: Sequence[EventT]) -> None:
         """Handle one batch in order."""
+        self._restore_clock()
         for event in events:
             self._handle(event)
         MESSAGES.labels(self.dead_letters.stage).inc(len(events))
 
+    def _restore_clock(self) -> None:
+        """Bring the clock up to what the assigned partitions recorded (after a restart or a
+        rebalance that brought partitions another process's clock had moved)."""
+        for raw in self.state.clock.values():
+            self.clock.restore(int(raw))
+
     def _handle(self, event: EventT) -> None:
+        command = self._accepted(event)
+        if command is None:
+            return
+        key = command.command_id.encode()
+        with event_context(event):
+            stored = self.state.executed.get(key)
+            if stored is not None:
+                DUPLICATES.labels(self.dead_letters.stage).inc()
+                raw = stored
+            else:
+                report = sign(self._decide(command, event.message.partition), self.report_key)
+                raw = self.state.executed[key] = encode(report)
+                EXECUTIONS.labels(self.chain, report.status.value).inc()
+        self.reports.send_soon(key=command.account_id.encode(), value=raw)
+        observe_hop("command_to_report", record_ms(event))
+
+    def _accepted(self, event: EventT) -> ScalingCommand | None:
+        """The event's command if it may be executed here, else None (dead-lettered)."""
         try:
             command = decode(event.message.value, ScalingCommand)
         except CodecError as exc:
             self.dead_letters.send(event, exc.reason, str(exc))
-            return
-        if not verify(command, self.command_key):
-            self.dead_letters.send(event, "forged_command",
-                                   f"signature of command {command.command_id} does not verify",
-                                   command.created_at)
-            return
+            return None
+        refusal = self._refusal(command, event.message.partition)
+        if refusal is not None:
+            self.dead_letters.send(event, *refusal, command.created_at)
+            return None
+        return command
+
+    def _refusal(self, command: ScalingCommand, partition: int) -> tuple[str, str] | None:
+        """(reason, detail) of a dead-lettered command, None if it is ours to execute."""
+        if not self.commands.authentic(command):
+            return "forged_command", f"signature of command {command.command_id} does not verify"
         if command.chain != self.chain:
-            self.dead_letters.send(event, "wrong_chain",
-                                   f"command for {command.chain} on the {self.chain} executor",
-                                   command.created_at)
-            return
-        key = command.command_id.encode()
-        clock = self.clocks.setdefault(event.message.partition, EventTimeClock())
-        with event_context(event):
-            stored = self.executed.get(key)
-            if stored is not None:
-                DUPLICATES.labels(self.dead_letters.stage).inc()
-                report = decode(stored, ExecutionReport)
-            else:
-                report = self.executor.execute(command, clock.observe(command.created_at))
-                self.executed[key] = encode(report)
-                EXECUTIONS.labels(self.chain, report.status.value).inc()
-        self.reports.send_soon(key=command.account_id.encode(), value=encode(report))
-        observe_hop("command_to_report", record_ms(event))
+            return "wrong_chain", f"command for {command.chain} on the {self.chain} executor"
+        home = account_partition(command.account_id, self.partitions)
+        if partition != home:
+            return "misrouted_command", (f"command {command.command_id} of account "
+                                         f"{command.account_id} on partition {partition}, "
+                                         f"its account's partition is {home}")
+        return None
+
+    def _decide(self, command: ScalingCommand, partition: int) -> ExecutionReport:
+        """Execute a new command, or refuse it by a bound (inside the event's context)."""
+        now = self.clock.admit(command.created_at)
+        if now is None:
+            lead = command.created_at - (self.clock.now() or 0)
+            return self.executor.refuse(command, exceeds(
+                "max_clock_lead_ms", f"created_at is {lead} ms ahead of the executor's clock",
+                self.limits))
+        if self._clock_written.get(partition) != now:
+            self.state.clock[f"clock/{partition}".encode()] = str(now).encode()
+            self._clock_written[partition] = now
+        reason = check_command(command, self.limits)
+        if reason is not None:
+            return self.executor.refuse(command, reason)
+        account = command.account_id.encode()
+        times = admit_rate(_unpack_times(self.state.rate.get(account)), command.created_at,
+                           self.limits)
+        if times is None:
+            return self.executor.refuse(command, rate_refusal(self.limits))
+        self.state.rate[account] = _pack_times(times)
+        return self.executor.execute(command, now)
 
 
 def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust.App:
@@ -102,12 +213,16 @@ def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust
     commands = raw_topic(app, exec_commands(chain), counts[exec_commands(chain)])
     reports = raw_topic(app, EXECUTION_REPORTS, counts[EXECUTION_REPORTS])
     dead_letters = raw_topic(app, DEAD_LETTER, counts[DEAD_LETTER])
-    executed = app.Table(EXECUTED_TABLE, partitions=commands.partitions, key_type=bytes,
-                         value_type=bytes)
+    state = ExecutorState(*(app.Table(name, partitions=commands.partitions, key_type=bytes,
+                                      value_type=bytes)
+                            for name in (EXECUTED_TABLE, CLOCK_TABLE, RATE_TABLE)))
     stage = f"executor.{chain}"
     venue = executor_for(chain, load_chain_profiles(settings.chains_file))
-    handler = CommandExecutor(chain, venue, settings.command_key, executed,
-                              reports, DeadLetterSink(dead_letters, stage))
+    handler = CommandExecutor(chain, venue, ExecutorKeys(settings.command_key,
+                                                         settings.report_key),
+                              state, reports, DeadLetterSink(dead_letters, stage),
+                              partitions=counts[exec_commands(chain)],
+                              limits=load_executor_limits(settings.chains_file, chain))
     batch_agent(app, commands, name=f"execute-{chain}", stage=stage, size=BATCH,
                 process=handler.process)
 

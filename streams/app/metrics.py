@@ -21,6 +21,9 @@ CONFLATED = Counter("aps_conflated_prices_total",
                     "were published (within one batch, or while held by the price gate)")
 GATED = Counter("aps_gated_prices_total", "Consensus prices held until the risk stage had "
                 "applied the asset's previous price (streams/app/pricegate.py)")
+KEY_MISMATCH = Counter("aps_key_mismatch_total", "Signed inputs whose key id is not the id of "
+                       "this process's key (the keys of the signer and this process differ)",
+                       ["stage"])
 DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
 BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))

@@ -1,10 +1,13 @@
 """Risk agent: applies each partition's ordered log to its accounts and emits signed commands.
 
 All decisions are made by the pure `PartitionEngine` (streams.risk.engine); this adapter
-decodes, groups a batch by partition, persists what changed (account states in the RocksDB
-table ``risk-accounts``, market state in ``risk-market``; both changelogged), signs the
-commands and sends each to its chain's execution topic. A price update revalues every
-account of the partition exposed to that asset in one vectorized pass inside the engine.
+decodes, groups a batch by partition, refuses execution reports whose signature does not
+verify with APS_REPORT_KEY (``forged_report``: never applied), persists what changed
+(account states in the RocksDB table ``risk-accounts``, market state in ``risk-market``;
+both changelogged), signs the commands and sends each to its chain's execution topic, on
+the partition of its account (`account_partition`, the partition the executor requires).
+A price update revalues every account of the partition exposed to that asset in one
+vectorized pass inside the engine.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import replace
 import faust
 from faust.types import TP, EventT, TopicT
 
+from streams.app.authenticity import SignatureCheck
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
@@ -34,6 +38,7 @@ from streams.domain import (
     AccountState,
     AssetMarket,
     ConsensusPrice,
+    ExecutionReport,
     MarketState,
     RiskInput,
     ScalingCommand,
@@ -87,6 +92,7 @@ class RiskProcessor:
         # every partition receives the same prices: value each distinct option once
         self.valuations = SharedValuations()
         self._asset_cache: dict[str, tuple[AssetMarket, bytes]] = {}
+        self.reports = SignatureCheck(STAGE, settings.report_key, "APS_REPORT_KEY", "executor")
 
     def forget(self, partitions: set[TP]) -> None:
         """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
@@ -137,6 +143,8 @@ class RiskProcessor:
             if isinstance(item, CodecError):
                 self.dead_letters.send(event, item.reason, str(item))
                 continue
+            if not self._authentic(item, event):
+                continue
             started = time.perf_counter()
             try:
                 emitted = engine.apply(item)
@@ -169,6 +177,16 @@ class RiskProcessor:
         RISK_STEP_SECONDS.labels("persist").inc(time.perf_counter() - started)
         REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
 
+    def _authentic(self, item: RiskInput, event: EventT) -> bool:
+        """False (and the input dead-lettered) for a report an executor did not sign."""
+        report = item.body
+        if not isinstance(report, ExecutionReport) or self.reports.authentic(report):
+            return True
+        self.dead_letters.send(event, "forged_report",
+                               f"signature of report {report.report_id} (command "
+                               f"{report.command_id}) does not verify", report.executed_at)
+        return False
+
     def _asset_bytes(self, entry: AssetMarket) -> bytes:
         """One asset's persisted quote and window; every partition applies the same prices,
         so the bytes encoded for one partition are reused when the next has the same entry."""
@@ -187,7 +205,11 @@ class RiskProcessor:
                                    f" configured chains: {', '.join(self.commands)}")
             return
         signed = sign(command, self.settings.command_key)
-        topic.send_soon(key=command.account_id.encode(), value=encode(signed))
+        # the executor refuses a command on any other partition than its account's
+        partition = account_partition(command.account_id,
+                                      topic.partitions or self.settings.partitions)
+        topic.send_soon(key=command.account_id.encode(), value=encode(signed),
+                        partition=partition)
         COMMANDS.labels(command.reason.value, command.chain).inc()
 
 

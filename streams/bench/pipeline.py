@@ -31,6 +31,7 @@ import bisect
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -149,7 +150,9 @@ def _say(text: str) -> None:
 # --- broker and inputs -----------------------------------------------------------------------
 
 def _settings(bootstrap: str, data_dir: Path) -> Settings:
-    return Settings(kafka_bootstrap=bootstrap, data_dir=data_dir, feeds_file=FEEDS_FILE)
+    # the benchmark's broker is not the stack's own: its worker refuses the development keys
+    return Settings(kafka_bootstrap=bootstrap, data_dir=data_dir, feeds_file=FEEDS_FILE,
+                    command_key=secrets.token_hex(32), report_key=secrets.token_hex(32))
 
 
 def create_all_topics(bootstrap: str, settings: Settings) -> None:

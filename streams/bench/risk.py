@@ -235,7 +235,8 @@ def crash_path(start_ms: int = 1_000_000) -> list[tuple[int, float]]:
 
 
 def _fill(command: ScalingCommand, offset: int, time_ms: int) -> RiskInput:
-    """The executor's FILLED report of `command` at its reference price."""
+    """The executor's FILLED report of `command` at its reference price (unsigned: it goes
+    straight to the engine, no wire, so no signature is verified)."""
     if command.action is CommandAction.TOP_UP:
         filled, price, amount = 0.0, 0.0, command.amount
     else:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from streams.config import Settings, load_settings
+from streams.config import Settings, check_keys, load_settings
 from streams.errors import APSError, ConfigError
 
 if TYPE_CHECKING:
@@ -54,6 +54,15 @@ def preflight_or_exit(settings: Settings, checks: Checks, bootstrap: str | None)
         fail("cannot start", exc, 1)
 
 
+def _production_keys(settings: Settings) -> None:
+    """Exit with one line (no traceback) if a development key is used outside the embedded
+    stack (streams.config.check_keys)."""
+    try:
+        check_keys(settings)
+    except ConfigError as exc:
+        fail("configuration error", exc, 2)
+
+
 def _signals_as_interrupt() -> None:
     """SIGINT and SIGTERM both raise KeyboardInterrupt, so cleanup always runs (SIGINT is
     set explicitly: a shell starting a background job makes it ignored)."""
@@ -85,6 +94,7 @@ def run(
     from streams.run.summary import print_summary
 
     settings = stack_settings(_settings(), partitions)
+    _production_keys(settings)  # its processes would refuse them on an external broker
     preflight_or_exit(settings, Checks(feeds=True, chains=True), settings.kafka_bootstrap)
     _signals_as_interrupt()
     options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed,
@@ -112,6 +122,7 @@ def worker() -> None:
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
+    _production_keys(settings)
     changelogs = tuple(f"{APP_ID}-{table}-changelog" for table in (ACCOUNTS_TABLE, MARKET_TABLE))
     preflight_or_exit(settings, Checks(feeds=True, web_port=True, extra_topics=changelogs),
                       bootstrap)
@@ -120,14 +131,22 @@ def worker() -> None:
 
 def executor(chain: str = typer.Option(..., help="Chain whose commands to execute.")) -> None:
     """Run the executor of one chain until stopped."""
-    from streams.app.executor_app import EXECUTED_TABLE, create_executor_app, executor_app_id
+    from streams.app.executor_app import (
+        CLOCK_TABLE,
+        EXECUTED_TABLE,
+        RATE_TABLE,
+        create_executor_app,
+        executor_app_id,
+    )
     from streams.app.factory import run_worker
     from streams.app.preflight import Checks
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
-    changelog = f"{executor_app_id(chain)}-{EXECUTED_TABLE}-changelog"
-    preflight_or_exit(settings, Checks(chains=True, web_port=True, extra_topics=(changelog,)),
+    _production_keys(settings)
+    changelogs = tuple(f"{executor_app_id(chain)}-{table}-changelog"
+                       for table in (EXECUTED_TABLE, CLOCK_TABLE, RATE_TABLE))
+    preflight_or_exit(settings, Checks(chains=True, web_port=True, extra_topics=changelogs),
                       bootstrap)
     try:
         app = create_executor_app(settings, bootstrap, chain)
@@ -146,7 +165,9 @@ def broker(port: int = typer.Option(9092, help="Port to listen on (127.0.0.1).")
     with EmbeddedBroker(port=port) as embedded:
         created = create_topics(embedded.bootstrap, topic_specs(settings))
         console.print(f"broker on {embedded.bootstrap}; created {len(created)} topics. "
-                      f"export APS_KAFKA_BOOTSTRAP={embedded.bootstrap}  (Ctrl-C stops)")
+                      f"export APS_KAFKA_BOOTSTRAP={embedded.bootstrap}, and APS_COMMAND_KEY and "
+                      "APS_REPORT_KEY ($(openssl rand -hex 32) each) for `aps worker` and "
+                      "`aps executor`  (Ctrl-C stops)")
         try:
             while True:
                 time.sleep(3600)

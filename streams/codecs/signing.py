@@ -1,8 +1,17 @@
-"""Command authentication: HMAC-SHA256 over the Avro encoding of the unsigned command.
+"""Message authentication: HMAC-SHA256 over the Avro encoding of a record, for commands and
+execution reports alike.
 
-The risk worker signs every ScalingCommand it emits; executors refuse (dead-letter) any
-command whose signature does not verify, so a command forged onto an execution topic by
-anyone without the key is never executed.
+The risk worker signs every ScalingCommand it emits with APS_COMMAND_KEY and executors
+refuse (dead-letter) any command whose signature does not verify; executors sign every
+ExecutionReport with their own APS_REPORT_KEY and the risk stage refuses any report whose
+signature does not verify. Anyone able to write to a topic but without the key can neither
+forge nor alter a record that will be acted on.
+
+A signature reads ``<key id>:<hex mac>``. The key id (`key_id`: the first 8 hex digits of
+SHA-256 of the key) says which key signed, so a receiver whose key differs can say so
+instead of reporting forgeries; it reveals nothing usable about the key. The MAC is
+computed over the Avro encoding of the record whose `signature` field holds only the key
+id, so the key id is covered too.
 """
 
 from __future__ import annotations
@@ -10,23 +19,45 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+from typing import TypeVar
 
 from streams.codecs.avro import encode
-from streams.domain import ScalingCommand
+from streams.domain import ExecutionReport, ScalingCommand
+
+Signed = TypeVar("Signed", ScalingCommand, ExecutionReport)
+
+KEY_ID_LEN = 8
+_SEPARATOR = ":"
 
 
-def _mac(command: ScalingCommand, key: bytes) -> str:
-    unsigned = dataclasses.replace(command, signature="")
-    return hmac.new(key, encode(unsigned), hashlib.sha256).hexdigest()
+def key_id(key: str) -> str:
+    """Short public id of `key`: the first 8 hex digits of its SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:KEY_ID_LEN]
 
 
-def sign(command: ScalingCommand, key: str) -> ScalingCommand:
-    """The command with its `signature` set."""
-    return dataclasses.replace(command, signature=_mac(command, key.encode()))
+def _mac(record: ScalingCommand | ExecutionReport, kid: str, key: str) -> str:
+    unsigned = dataclasses.replace(record, signature=kid)
+    return hmac.new(key.encode(), encode(unsigned), hashlib.sha256).hexdigest()
 
 
-def verify(command: ScalingCommand, key: str) -> bool:
-    """True when the command's signature was made with `key` over exactly these fields."""
-    if not command.signature:
+def sign(record: Signed, key: str) -> Signed:
+    """The record with its `signature` set to ``<key id>:<mac>`` made with `key`."""
+    kid = key_id(key)
+    return dataclasses.replace(record, signature=f"{kid}{_SEPARATOR}{_mac(record, kid, key)}")
+
+
+def signature_key_id(record: ScalingCommand | ExecutionReport) -> str | None:
+    """The key id a record's signature claims (None if it carries no well-formed one)."""
+    kid, sep, mac = record.signature.partition(_SEPARATOR)
+    if not sep or len(kid) != KEY_ID_LEN or not mac:
+        return None
+    return kid
+
+
+def verify(record: ScalingCommand | ExecutionReport, key: str) -> bool:
+    """True when the record's signature was made with `key` over exactly these fields."""
+    if signature_key_id(record) is None:
         return False
-    return hmac.compare_digest(command.signature, _mac(command, key.encode()))
+    kid = key_id(key)
+    expected = f"{kid}{_SEPARATOR}{_mac(record, kid, key)}"
+    return hmac.compare_digest(record.signature, expected)

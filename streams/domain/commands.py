@@ -70,3 +70,4 @@ class ExecutionReport:
     top_up_amount: float
     executed_at: int
     venue: str
+    signature: str = ""

@@ -73,7 +73,7 @@ def load_chain_profiles(path: Path | str) -> ChainProfiles:
         raise ConfigError(f"chains file {path} does not exist (APS_CHAINS_FILE)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"chains file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - {"chains", "default"})
+    unknown = sorted(set(raw) - {"chains", "default", "limits"})  # limits: executors.limits
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     if "default" not in raw:

@@ -4,6 +4,13 @@ This is what a live executor does with a command the moment it arrives (the same
 `SimulatedVenue`, the same chain profiles), minus the trip through Kafka: offline runs use
 it so that they and the live pipeline settle every command at the same event time
 (`created_at + settlement_ms`) and at the same price.
+
+No wire, so no signatures: the commands come straight from the engine and the reports go
+straight back to it, unsigned. Signatures authenticate what crosses a topic; the live
+executor signs its reports and the risk stage's adapter (not the pure engine) verifies
+them, so the offline paths bypass verification by construction. Nor does it apply the
+executor's bounds (streams.executors.limits): their defaults are far above what the policy
+emits, so a normal run settles the same; a run that meets them would differ from live.
 """
 
 from __future__ import annotations

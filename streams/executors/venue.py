@@ -35,6 +35,10 @@ class Executor(Protocol):
         """Execute `command` at event time `now_ms` and say what happened."""
         ...
 
+    def refuse(self, command: ScalingCommand, reason: str) -> ExecutionReport:
+        """The REJECTED report of a command refused before execution (an executor bound)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class VenueParams:
@@ -87,6 +91,11 @@ class SimulatedVenue:
             filled_quantity=sign * abs(command.quantity), fill_price=price,
             fee=abs(command.quantity) * price * self.params.fee_bps / 1e4,
         )
+
+    def refuse(self, command: ScalingCommand, reason: str) -> ExecutionReport:
+        """REJECTED with `reason`, at the instant the command would have settled."""
+        return self._report(command, ExecutionStatus.REJECTED,
+                            command.created_at + self.params.settlement_ms, reason)
 
     def _report(self, command: ScalingCommand, status: ExecutionStatus, executed_at: int,
                 reason: str = "", *, filled_quantity: float = 0.0, fill_price: float = 0.0,

@@ -6,7 +6,8 @@ each consensus price applied to every risk partition's `PartitionEngine` after t
 partition's account events (as on risk.inputs), and every command settled at once by the
 executors' own venue and chain profiles (`Settlement`); the engine applies each report
 when the partition's event time reaches the report's settlement instant, which is where a
-live report lands too whenever the pipeline delivers it in time.
+live report lands too whenever the pipeline delivers it in time. Commands and reports
+are not signed: they never cross a topic (see `Settlement`).
 
 So the offline run is what the live pipeline would do with no latency at all. A live run
 that keeps up emits the same commands and ends with the same accounts past maintenance;

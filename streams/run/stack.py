@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from streams.config import Settings
+from streams.config import DEV_COMMAND_KEY, DEV_REPORT_KEY, Settings
 from streams.errors import InfraError
 from streams.infra.broker import EmbeddedBroker, create_topics
 from streams.infra.ports import free_port
@@ -49,6 +50,8 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = settings.kafka_bootstrap or ""
         self.children: list[Child] = []
+        self.command_key = settings.command_key
+        self.report_key = settings.report_key
 
     def start_broker(self) -> str:
         """Start the embedded broker if needed and create every topic; return bootstrap."""
@@ -56,8 +59,18 @@ class Stack:
         if self.settings.embedded_broker:
             self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()
             self.bootstrap = self.broker.bootstrap
+            self._run_keys()
         create_topics(self.bootstrap, topic_specs(self.settings))
         return self.bootstrap
+
+    def _run_keys(self) -> None:
+        """With the stack's own (embedded) broker, replace the development keys by secrets
+        made for this run: the children see APS_KAFKA_BOOTSTRAP set and refuse the public
+        development keys (streams.config.check_keys), and nothing outlives the run."""
+        if self.command_key == DEV_COMMAND_KEY:
+            self.command_key = secrets.token_hex(32)
+        if self.report_key == DEV_REPORT_KEY:
+            self.report_key = secrets.token_hex(32)
 
     def start_processes(self, *, worker: bool = True, chains: tuple[str, ...] | None = None,
                         archiver: bool | None = None) -> None:
@@ -91,7 +104,8 @@ class Stack:
             "APS_CHAINS": ",".join(self.settings.chains),
             "APS_FEEDS_FILE": str(self.settings.feeds_file),
             "APS_CHAINS_FILE": str(self.settings.chains_file),
-            "APS_COMMAND_KEY": self.settings.command_key,
+            "APS_COMMAND_KEY": self.command_key,
+            "APS_REPORT_KEY": self.report_key,
             "APS_WEB_PORT": str(web_port),
             "APS_LOG_LEVEL": self.settings.log_level,
             "APS_FETCH_WAIT_MS": str(self.settings.fetch_wait_ms),

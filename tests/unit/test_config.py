@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from streams.app.partitioning import account_partition
 from streams.clock import EventTimeClock
-from streams.config import load_settings
+from streams.config import check_keys, load_settings
 from streams.errors import ConfigError
 from streams.topics import exec_commands, schema_for_topic, topic_specs
 
@@ -70,3 +73,42 @@ def test_aps_run_sizes_its_topics_to_its_one_worker_unless_told_otherwise() -> N
     assert stack_settings(load_settings({"APS_PARTITIONS": "4"})).partitions == 4
     external = load_settings({"APS_KAFKA_BOOTSTRAP": "kafka:9092"})
     assert stack_settings(external).partitions == external.partitions == 4
+
+
+def test_report_key_is_never_shown() -> None:
+    settings = load_settings({"APS_REPORT_KEY": "hunter3"})
+    assert "hunter3" not in repr(settings) and "hunter3" not in str(settings.describe())
+    assert load_settings({}).describe()["report_key"] == "<dev key>"
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"APS_REPORT_KEY": "r" * 64}, "APS_COMMAND_KEY"),
+    ({"APS_COMMAND_KEY": "c" * 64}, "APS_REPORT_KEY"),
+    ({"APS_COMMAND_KEY": "k" * 64, "APS_REPORT_KEY": "k" * 64}, "APS_REPORT_KEY"),
+])
+def test_development_or_shared_keys_are_refused_outside_the_embedded_stack(
+        env: dict[str, str], variable: str) -> None:
+    settings = load_settings({"APS_KAFKA_BOOTSTRAP": "kafka:9092", **env})
+    with pytest.raises(ConfigError, match=f"{variable}.*openssl rand -hex 32"):
+        check_keys(settings)
+
+
+def test_own_keys_outside_and_dev_keys_inside_the_embedded_stack_are_accepted() -> None:
+    check_keys(load_settings({"APS_KAFKA_BOOTSTRAP": "kafka:9092", "APS_COMMAND_KEY": "c" * 64,
+                              "APS_REPORT_KEY": "r" * 64}))
+    check_keys(load_settings({}))
+
+
+@pytest.mark.parametrize("process", [["worker"], ["executor", "--chain", "arbitrum"]])
+def test_a_process_with_a_dev_key_exits_with_one_line(process: list[str],
+                                                      tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("APS_")}
+    env.update(APS_KAFKA_BOOTSTRAP="127.0.0.1:1", APS_DATA_DIR=str(tmp_path),
+               APS_REPORT_KEY="r" * 64, COLUMNS="200")
+    done = subprocess.run([sys.executable, "-m", "streams", *process], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "APS_COMMAND_KEY" in lines[0] and "openssl rand -hex 32" in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout

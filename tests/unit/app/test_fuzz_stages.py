@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from streams.app.consensus_agent import ConsensusStage
 from streams.app.deadletters import DeadLetterSink
-from streams.app.executor_app import CommandExecutor
+from streams.app.executor_app import CommandExecutor, ExecutorKeys, ExecutorState
+from streams.app.partitioning import account_partition
 from streams.app.risk_agent import RiskProcessor
 from streams.app.sequencer_agent import Sequencer
 from streams.codecs import decode, encode, encode_risk_input
@@ -204,9 +205,12 @@ def test_executor_executes_only_valid_signed_commands(data: st.DataObject) -> No
     values = _inputs(data, valid)
     reports, dead = _Topic(), _Topic()
     venue = executor_for(CHAIN, load_chain_profiles(SETTINGS.chains_file))
-    executor = CommandExecutor(CHAIN, venue, SETTINGS.command_key, {}, reports,
-                               DeadLetterSink(dead, f"executor.{CHAIN}"))
-    executor.process(_events("exec.arbitrum.commands", values))
+    keys = ExecutorKeys(SETTINGS.command_key, SETTINGS.report_key)
+    executor = CommandExecutor(CHAIN, venue, keys, ExecutorState({}, {}, {}), reports,
+                               DeadLetterSink(dead, f"executor.{CHAIN}"), partitions=PARTITIONS)
+    # on the partition the genuine commands belong to (another one is misrouted_command)
+    home = account_partition(command().account_id, PARTITIONS)
+    executor.process(_events("exec.arbitrum.commands", values, home))
     genuine = {decode(raw, ScalingCommand).command_id for raw in valid}
     executed = {decode(sent["value"], ExecutionReport).command_id for sent in reports.sent}
     assert executed <= genuine  # a mutated command never executes

@@ -1,0 +1,50 @@
+"""The executor's clock: one per executor, bounded against future-dated commands."""
+
+from __future__ import annotations
+
+from streams.clock import BoundedClock
+
+LEAD = 60_000
+
+
+def test_the_first_event_sets_a_clock_without_history() -> None:
+    clock = BoundedClock(LEAD)
+    assert clock.now() is None and clock.admit(5_000_000) == 5_000_000
+
+
+def test_later_events_within_the_lead_advance_it_and_earlier_ones_do_not() -> None:
+    clock = BoundedClock(LEAD, start_ms=100_000)
+    assert clock.admit(150_000) == 150_000
+    assert clock.admit(120_000) == 150_000  # an old command is judged at the clock's time
+    assert clock.now() == 150_000
+
+
+def test_a_future_dated_event_is_refused_and_does_not_move_the_clock() -> None:
+    clock = BoundedClock(LEAD, start_ms=100_000)
+    assert clock.admit(100_000 + LEAD + 1) is None
+    assert clock.now() == 100_000
+    assert clock.admit(101_000) == 101_000  # the next ordinary command runs normally
+    assert clock.admit(100_000_000) is None  # a lone outlier again: still refused
+    assert clock.admit(102_000) == 102_000
+    assert clock.admit(100_000 + LEAD) == 100_000 + LEAD  # exactly at the bound: accepted
+
+
+def test_a_real_jump_needs_two_consecutive_witnesses_and_takes_the_earlier() -> None:
+    clock = BoundedClock(LEAD, start_ms=0)
+    assert clock.admit(10_000_000) is None  # after a quiet spell: the first is refused
+    assert clock.admit(10_001_000) == 10_001_000  # the second confirms time moved
+    assert clock.admit(10_000_500) == 10_001_000
+
+
+def test_two_outliers_move_the_clock_to_the_earlier_one_only() -> None:
+    clock = BoundedClock(LEAD, start_ms=0)
+    assert clock.admit(900_000_000) is None
+    assert clock.admit(5_000_000) == 5_000_000  # within the lead of the earlier witness
+    assert clock.admit(900_000_000) is None
+
+
+def test_restore_only_moves_forward() -> None:
+    clock = BoundedClock(LEAD)
+    clock.restore(50_000)
+    clock.restore(40_000)
+    assert clock.now() == 50_000 and clock.admit(200_000) is None
