@@ -62,8 +62,10 @@ def listening() -> Iterator[int]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """Settings that would pass every local check, with a broker nobody listens on."""
-    return {"APS_DATA_DIR": str(tmp_path / "data"), "APS_KAFKA_BOOTSTRAP": UNREACHABLE}
+    """Settings that would pass every local check, with a broker nobody listens on (and keys
+    of their own: an external broker refuses the development keys first)."""
+    return {"APS_DATA_DIR": str(tmp_path / "data"), "APS_KAFKA_BOOTSTRAP": UNREACHABLE,
+            "APS_COMMAND_KEY": "c" * 64, "APS_REPORT_KEY": "r" * 64}
 
 
 WORKER = ["worker"]
@@ -127,7 +129,8 @@ def test_partitions_differing_from_the_existing_topics(command: list[str], kafka
     wrong = existing.partitions + 2
     code, stderr, seconds = aps(command, {
         "APS_KAFKA_BOOTSTRAP": kafka_bootstrap, "APS_DATA_DIR": str(tmp_path / "data"),
-        "APS_CHAINS": chains, "APS_PARTITIONS": str(wrong)})
+        "APS_CHAINS": chains, "APS_PARTITIONS": str(wrong),
+        "APS_COMMAND_KEY": "c" * 64, "APS_REPORT_KEY": "r" * 64})
     assert code == 2
     line = one_clear_line(stderr, f"have {existing.partitions} partitions",
                           f"APS_PARTITIONS={wrong}",
