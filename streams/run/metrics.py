@@ -36,6 +36,39 @@ def stage_wait_max(ports: Iterable[int]) -> dict[str, float]:
     return worst
 
 
+WaitBuckets = dict[str, dict[float, float]]
+
+
+def stage_wait_buckets(ports: Iterable[int]) -> WaitBuckets:
+    """Cumulative `aps_stage_wait_seconds` bucket counts per stage (upper bound -> batches),
+    summed over the processes on `ports`."""
+    out: WaitBuckets = {}
+    for port in ports:
+        for (name, labels), value in scrape(port).items():
+            if name != "aps_stage_wait_seconds_bucket":
+                continue
+            tags = dict(labels)
+            buckets = out.setdefault(tags.get("stage", "?"), {})
+            bound = float(tags["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    return out
+
+
+def worst_wait_between(before: WaitBuckets, after: WaitBuckets) -> dict[str, float]:
+    """Per stage, the smallest bucket bound that holds every batch started between the two
+    snapshots: an upper bound of the worst lag in that window (inf: beyond the last bucket)."""
+    worst = {}
+    for stage, buckets in after.items():
+        earlier = before.get(stage, {})
+        delta = sorted((bound, count - earlier.get(bound, 0.0))
+                       for bound, count in buckets.items())
+        total = delta[-1][1] if delta else 0.0
+        if total <= 0:
+            continue
+        worst[stage] = next(bound for bound, count in delta if count >= total)
+    return worst
+
+
 def stage_busy(ports: Iterable[int]) -> dict[str, float]:
     """Seconds each stage spent processing batches (`aps_batch_seconds_sum`), summed over
     the processes on `ports`."""

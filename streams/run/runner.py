@@ -43,7 +43,14 @@ from streams.infra.processes import cpu_seconds
 from streams.oracle.feeds import load_feeds
 from streams.run.hops import HopStats, hop_latencies
 from streams.run.lag import group_behind
-from streams.run.metrics import archive_lag_max, archived_rows, stage_busy, stage_wait_max
+from streams.run.metrics import (
+    archive_lag_max,
+    archived_rows,
+    stage_busy,
+    stage_wait_buckets,
+    stage_wait_max,
+    worst_wait_between,
+)
 from streams.run.monitor import TopicMonitor
 from streams.run.offline import OfflineResult, run_offline
 from streams.run.producer import ScenarioProducer
@@ -112,6 +119,8 @@ class RunReport:
     live_commands: set[str] = field(default_factory=set)
     hops: list[HopStats] = field(default_factory=list)
     stage_wait_max_s: dict[str, float] = field(default_factory=dict)
+    # bucket bound of the worst lag while the market played (the book load excluded)
+    market_wait_max_s: dict[str, float] = field(default_factory=dict)
     stage_busy_s: dict[str, float] = field(default_factory=dict)
     archive_lag_max_s: float | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -197,16 +206,18 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
             producer = ScenarioProducer(bootstrap, idempotent=not settings.embedded_broker)
             try:
                 run.load_book(producer, scenario)
+                ports = [child.web_port for child in stack.children]
+                waits_before_market = stage_wait_buckets(ports)
                 run.play_market(producer, scenario)
             finally:
                 producer.close()
             run.drain()
-            ports = [child.web_port for child in stack.children]
             cpu = stack.cpu_seconds()
             own = cpu_seconds(os.getpid())
             if own is not None:
                 cpu["aps run (scenario, monitor)"] = own
             waits = stage_wait_max(ports)
+            market_waits = worst_wait_between(waits_before_market, stage_wait_buckets(ports))
             busy = stage_busy(ports)
             archive_lag = archive_lag_max(ports)
             if on_drained is not None:
@@ -216,6 +227,7 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
             monitor.stop()
         report = _report(scenario, monitor, settings.partitions)
         report.stage_wait_max_s = waits
+        report.market_wait_max_s = market_waits
         report.stage_busy_s = busy
         report.cpu_s = cpu
         report.archive_lag_max_s = archive_lag

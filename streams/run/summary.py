@@ -22,6 +22,10 @@ def _counter_table(title: str, counter: Counter[str], label: str) -> Table:
     return table
 
 
+def _bound(seconds: float) -> str:
+    return "over 30 s" if seconds == float("inf") else f"<= {1000 * seconds:.0f} ms"
+
+
 def _ms(value: float) -> str:
     return "-" if value != value else f"{value:.0f}"  # NaN: no sample
 
@@ -95,7 +99,12 @@ def print_summary(report: RunReport, console: Console) -> None:
     if report.stage_wait_max_s:
         worst = ", ".join(f"{stage} {1000 * wait:.0f} ms"
                           for stage, wait in sorted(report.stage_wait_max_s.items()))
-        console.print(f"worst lag per stage (oldest record of a batch when it started): {worst}")
+        console.print(f"worst lag per stage since start, the book load included (oldest record"
+                      f" of a batch when it started): {worst}")
+    if report.market_wait_max_s:
+        market = ", ".join(f"{stage} {_bound(wait)}"
+                           for stage, wait in sorted(report.market_wait_max_s.items()))
+        console.print(f"worst lag per stage while the market played (histogram bound): {market}")
     if report.stage_busy_s:
         busy = ", ".join(f"{stage} {seconds:.1f}"
                          for stage, seconds in sorted(report.stage_busy_s.items()))
