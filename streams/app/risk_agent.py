@@ -15,24 +15,34 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import faust
 from faust.types import TP, EventT, TopicT
 
+from streams.app.checkpoint import Checkpoint, StateDigest, checkpoint_key
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
 from streams.app.latency import header_tick_ms, observe_hop, record_ms
-from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS, RISK_STEP_SECONDS
+from streams.app.logreader import LogRecord, RangeReader
+from streams.app.metrics import (
+    COMMANDS,
+    DUPLICATES,
+    MESSAGES,
+    REVALUATIONS,
+    RISK_STEP_SECONDS,
+)
 from streams.app.partitioning import account_partition
+from streams.app.tables import TrackedTable, tracked_table
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
 from streams.config import Settings
 from streams.domain import AccountState, AssetMarket, MarketState, RiskInput, ScalingCommand
-from streams.errors import CodecError, DomainError
+from streams.errors import CodecError, DomainError, InfraError
 from streams.risk.engine import EngineConfig, PartitionEngine
 from streams.risk.valuations import SharedValuations
+from streams.topics import RISK_INPUTS
 
 log = logging.getLogger(__name__)
 
@@ -62,101 +72,256 @@ def restore_market(table: Mapping[bytes, bytes], partition: int) -> MarketState 
     return replace(head, assets=sorted(assets, key=lambda entry: entry.asset))
 
 
-class RiskProcessor:
-    """Owns one PartitionEngine per assigned partition of risk.inputs."""
+# records re-applied from risk.inputs per step when the state is behind the committed input
+CATCH_UP_CHUNK = 2000
 
-    def __init__(self, settings: Settings, accounts: faust.Table, market: faust.Table,
+
+@dataclass
+class _Partition:
+    """A partition's engine, the last risk.inputs offset it reflects, and the digest of the
+    partition's stored entries (streams.app.checkpoint)."""
+
+    engine: PartitionEngine
+    through: int
+    digest: StateDigest
+
+
+class RiskProcessor:
+    """Owns one PartitionEngine per assigned partition of risk.inputs.
+
+    Restart safety (streams.app.checkpoint): each persist step ends with the partition's
+    checkpoint, the offset of the last input its state reflects and the digest of its stored
+    entries; it is written only after every command and dead letter caused by those inputs
+    has been acknowledged by the broker. On first use of a partition the stored state is
+    verified against its checkpoint (discarded if it does not match), inputs at or below the
+    checkpoint are skipped (already reflected), and inputs between the checkpoint and the
+    consumer's position (committed, but their effect on the state lost) are read back from
+    risk.inputs and re-applied before anything else. Re-applied inputs emit the same
+    commands with the same ids again; executors de-duplicate them.
+    """
+
+    def __init__(self, settings: Settings, accounts: TrackedTable, market: TrackedTable,
                  commands: dict[str, TopicT], dead_letters: DeadLetterSink,
-                 config: EngineConfig | None = None) -> None:
+                 config: EngineConfig | None = None, *, bootstrap: str | None = None,
+                 topic: str = RISK_INPUTS) -> None:
         self.settings = settings
         self.accounts = accounts
         self.market = market
         self.commands = commands
         self.dead_letters = dead_letters
         self.config = config or EngineConfig()
-        self.engines: dict[int, PartitionEngine] = {}
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions: dict[int, _Partition] = {}
         # every partition receives the same prices: value each distinct option once
         self.valuations = SharedValuations()
         self._asset_cache: dict[str, tuple[AssetMarket, bytes]] = {}
+        self._applying = self._sending = 0.0
+
+    @property
+    def engines(self) -> dict[int, PartitionEngine]:
+        """The engine of each partition in use."""
+        return {p: part.engine for p, part in self.partitions.items()}
 
     def forget(self, partitions: set[TP]) -> None:
         """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
         for tp in partitions:
-            self.engines.pop(tp.partition, None)
+            self.partitions.pop(tp.partition, None)
 
-    def engine(self, partition: int) -> PartitionEngine:
-        """The engine of `partition`, rebuilt from the recovered tables on first use."""
-        engine = self.engines.get(partition)
-        if engine is None:
-            states = sorted(
-                (decode(raw, AccountState) for key, raw in self.accounts.items()
-                 if account_partition(key.decode(), self.settings.partitions) == partition),
-                key=lambda state: state.account_id,
-            )
-            market = restore_market(self.market, partition)
-            engine = self.engines[partition] = PartitionEngine(self.config, states, market,
-                                                               valuations=self.valuations)
-            # the restored book is long-lived: keep it out of the cyclic collector's
-            # full collections (seconds of pause at 100,000 accounts)
-            gc.freeze()
-            log.info("risk partition %d: %d accounts restored", partition, len(states))
-        return engine
+    def _open(self, partition: int, context: EventT) -> _Partition:
+        """The partition, rebuilt from the recovered tables on first use (`context`: an
+        event of the partition, current for the writes that discard an unusable state)."""
+        part = self.partitions.get(partition)
+        if part is not None:
+            return part
+        digest = StateDigest()
+        states: list[AccountState] = []
+        for key, raw in self.accounts.items():
+            if account_partition(key.decode(), self.settings.partitions) == partition:
+                digest.set(ACCOUNTS_TABLE, key, raw)
+                states.append(decode(raw, AccountState))
+        head_key, prefix = market_key(partition), market_key(partition, "")
+        entries = {key: raw for key, raw in self.market.items()
+                   if key == head_key or key.startswith(prefix)}
+        for key, raw in entries.items():
+            digest.set(MARKET_TABLE, key, raw)
+        checkpoint = Checkpoint.decode(self.market.get(checkpoint_key(partition)))
+        if checkpoint is not None and checkpoint.digest == digest.value:
+            states.sort(key=lambda state: state.account_id)
+            engine = PartitionEngine(self.config, states, restore_market(entries, partition),
+                                     valuations=self.valuations)
+            part = _Partition(engine, checkpoint.through, digest)
+            log.info("risk partition %d: %d accounts restored, reflecting input up to "
+                     "offset %d", partition, len(states), checkpoint.through)
+        else:
+            if checkpoint is not None or len(digest):
+                log.warning("risk partition %d: the stored state (%d entries) is not the one "
+                            "of its checkpoint (%s): discarded, the partition's log is "
+                            "re-applied from its first record", partition, len(digest),
+                            checkpoint)
+                with event_context(context):
+                    for table, key in digest.entries():
+                        del (self.accounts if table == ACCOUNTS_TABLE else self.market)[key]
+                    if checkpoint is not None:
+                        del self.market[checkpoint_key(partition)]
+            part = _Partition(PartitionEngine(self.config, valuations=self.valuations), -1,
+                              StateDigest())
+        self.partitions[partition] = part
+        # the restored book is long-lived: keep it out of the cyclic collector's
+        # full collections (seconds of pause at 100,000 accounts)
+        gc.freeze()
+        return part
 
     async def process(self, events: Sequence[EventT]) -> None:
-        """Apply one batch, partition by partition, in log order.
+        """Apply one batch, partition by partition, in log order, then persist.
 
         Control goes back to the event loop between partitions so the other agents of the
         worker (the sequencer feeding execution reports back) are not starved by a backlog.
+        The state is persisted (with its checkpoint) only once the broker has every command
+        and dead letter the batch caused.
         """
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
         # a price is on every partition with the same bytes: decode it once per batch
         decoded: dict[bytes, RiskInput | CodecError] = {}
+        sent: list[asyncio.Future] = []
+        changed: list[tuple[int, EventT]] = []
         for partition, partition_events in sorted(by_partition.items()):
-            self._process_partition(partition, partition_events, decoded)
+            if await self._process_partition(partition, partition_events, decoded, sent):
+                changed.append((partition, partition_events[-1]))
             await asyncio.sleep(0)
+        await _delivered(sent)
+        if changed:
+            await self._persist(changed)
         MESSAGES.labels(STAGE).inc(len(events))
+        RISK_STEP_SECONDS.labels("apply").inc(self._applying)
+        RISK_STEP_SECONDS.labels("send").inc(self._sending)
+        self._applying = self._sending = 0.0
 
-    def _process_partition(self, partition: int, events: list[EventT],
-                           decoded: dict[bytes, RiskInput | CodecError]) -> None:
-        engine = self.engine(partition)
-        revalued_before = engine.counters.revaluations
-        applying = sending = 0.0
+    async def _process_partition(self, partition: int, events: list[EventT],
+                                 decoded: dict[bytes, RiskInput | CodecError],
+                                 sent: list[asyncio.Future]) -> bool:
+        """Apply the events of one partition not reflected yet; True if any was."""
+        part = self._open(partition, events[0])
+        revalued_before = part.engine.counters.revaluations
+        applied = skipped = 0
         for event in events:
-            item = _decode_once(event.message.value, decoded)
-            if isinstance(item, CodecError):
-                self.dead_letters.send(event, item.reason, str(item))
+            offset = event.message.offset
+            if offset <= part.through:
+                skipped += 1
                 continue
-            started = time.perf_counter()
-            try:
-                emitted = engine.apply(item)
-            except DomainError as exc:
-                self.dead_letters.send(event, exc.reason, exc.detail, _event_time(item))
-                continue
-            finally:
-                applied = time.perf_counter()
-                applying += applied - started
-            if emitted:
-                input_ms, tick_ms = record_ms(event), header_tick_ms(event)
-                for command in emitted:
-                    self._send(command, event)
+            if offset > part.through + 1:
+                await self._catch_up(partition, offset, event, sent)
+            self._apply(part, event.message.value, event, None, decoded, sent)
+            part.through = offset
+            applied += 1
+        if skipped:
+            log.info("risk partition %d: %d inputs already reflected by the restored state "
+                     "skipped", partition, skipped)
+            DUPLICATES.labels(STAGE).inc(skipped)
+        REVALUATIONS.inc(part.engine.counters.revaluations - revalued_before)
+        return applied > 0
+
+    async def _catch_up(self, partition: int, until: int, context: EventT,
+                        sent: list[asyncio.Future]) -> None:
+        """Re-apply the records of `partition` after its checkpoint and before offset
+        `until` (committed by the consumer group, not reflected by the state), persisting
+        as it goes."""
+        part = self.partitions[partition]
+        if self.bootstrap is None:
+            raise InfraError(f"risk partition {partition}: state reflects input up to "
+                             f"{part.through}, the consumer is at {until}, and no broker to "
+                             "read the inputs in between from")
+        log.warning("risk partition %d: state reflects input up to offset %d, the consumer "
+                    "resumes at %d: re-applying %d inputs from %s", partition, part.through,
+                    until, until - part.through - 1, self.topic)
+        reader = RangeReader(self.bootstrap, self.topic, partition, part.through + 1, until)
+        try:
+            while not reader.done:
+                records = await asyncio.to_thread(reader.read, CATCH_UP_CHUNK)
+                decoded: dict[bytes, RiskInput | CodecError] = {}
+                for record in records:
+                    self._apply(part, record.value, None, record, decoded, sent)
+                    part.through = record.offset
+                part.through = max(part.through, reader.next_offset - 1)
+                await _delivered(sent)
+                await self._persist([(partition, context)])
+        finally:
+            reader.close()
+
+    def _apply(self, part: _Partition, value: bytes, event: EventT | None,
+               record: LogRecord | None, decoded: dict[bytes, RiskInput | CodecError],
+               sent: list[asyncio.Future]) -> None:
+        """Apply one input (a Faust `event`, or a `record` read back) and send what it
+        causes, adding the futures of the sends to `sent`."""
+        item = _decode_once(value, decoded)
+        if isinstance(item, CodecError):
+            sent.append(self._dead_letter(event, record, item.reason, str(item)))
+            return
+        started = time.perf_counter()
+        try:
+            emitted = part.engine.apply(item)
+        except DomainError as exc:
+            sent.append(self._dead_letter(event, record, exc.reason, exc.detail,
+                                          _event_time(item)))
+            return
+        finally:
+            applied = time.perf_counter()
+            self._applying += applied - started
+        if emitted:
+            input_ms = record_ms(event) if event is not None else None
+            tick_ms = header_tick_ms(event) if event is not None else None
+            for command in emitted:
+                sent.append(self._send(command, event, record))
+                if event is not None:
                     observe_hop("risk_input_to_command", input_ms)
                     observe_hop("tick_to_command", tick_ms)
-                sending += time.perf_counter() - applied
-        RISK_STEP_SECONDS.labels("apply").inc(applying)
-        RISK_STEP_SECONDS.labels("send").inc(sending)
+            self._sending += time.perf_counter() - applied
+
+    def _dead_letter(self, event: EventT | None, record: LogRecord | None, reason: str,
+                     detail: str, event_time: int = -1) -> asyncio.Future:
+        if event is not None:
+            return self.dead_letters.send(event, reason, detail, event_time)
+        assert record is not None
+        return self.dead_letters.send_raw(record.topic, record.partition, record.offset,
+                                          record.key, record.value, reason, detail,
+                                          event_time)
+
+    async def _persist(self, partitions: Sequence[tuple[int, EventT]]) -> None:
+        """Write what changed in each of `partitions` (with an event of the partition,
+        current for the writes), wait until the changelogs have it, then write the
+        partitions' checkpoints.
+
+        So a checkpoint never vouches for an entry that is only in the local RocksDB files
+        (a worker restarted on a fresh data directory would not find it, and one restarted
+        on the same directory would keep it but never send it to the changelog again)."""
         started = time.perf_counter()
-        with event_context(events[-1]):
-            for state in engine.take_dirty():
-                self.accounts[state.account_id.encode()] = encode(state)
-            market = engine.take_market_state()
-            if market is not None:
-                for entry in market.assets:
-                    self.market[market_key(partition, entry.asset)] = self._asset_bytes(entry)
-                self.market[market_key(partition)] = encode(replace(market, assets=[]))
+        for partition, context in partitions:
+            part = self.partitions[partition]
+            engine, digest = part.engine, part.digest
+            with event_context(context):
+                for state in engine.take_dirty():
+                    key, raw = state.account_id.encode(), encode(state)
+                    self.accounts[key] = raw
+                    digest.set(ACCOUNTS_TABLE, key, raw)
+                market = engine.take_market_state()
+                if market is not None:
+                    for entry in market.assets:
+                        key, raw = market_key(partition, entry.asset), self._asset_bytes(entry)
+                        self.market[key] = raw
+                        digest.set(MARKET_TABLE, key, raw)
+                    key, raw = market_key(partition), encode(replace(market, assets=[]))
+                    self.market[key] = raw
+                    digest.set(MARKET_TABLE, key, raw)
+        await self.accounts.changelog_delivered()
+        await self.market.changelog_delivered()
+        for partition, context in partitions:
+            part = self.partitions[partition]
+            with event_context(context):
+                self.market[checkpoint_key(partition)] = Checkpoint(part.through,
+                                                                    part.digest.value).encode()
         RISK_STEP_SECONDS.labels("persist").inc(time.perf_counter() - started)
-        REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
 
     def _asset_bytes(self, entry: AssetMarket) -> bytes:
         """One asset's persisted quote and window; every partition applies the same prices,
@@ -168,16 +333,27 @@ class RiskProcessor:
         self._asset_cache[entry.asset] = (entry, raw)
         return raw
 
-    def _send(self, command: ScalingCommand, cause: EventT) -> None:
+    def _send(self, command: ScalingCommand, event: EventT | None,
+              record: LogRecord | None) -> asyncio.Future:
         topic = self.commands.get(command.chain)
         if topic is None:
-            self.dead_letters.send(cause, "unknown_chain",
-                                   f"command {command.command_id} for chain {command.chain!r},"
-                                   f" configured chains: {', '.join(self.commands)}")
-            return
+            return self._dead_letter(
+                event, record, "unknown_chain",
+                f"command {command.command_id} for chain {command.chain!r},"
+                f" configured chains: {', '.join(self.commands)}")
         signed = sign(command, self.settings.command_key)
-        topic.send_soon(key=command.account_id.encode(), value=encode(signed))
+        future = topic.send_soon(key=command.account_id.encode(), value=encode(signed))
         COMMANDS.labels(command.reason.value, command.chain).inc()
+        return future
+
+
+async def _delivered(sent: list[asyncio.Future]) -> None:
+    """Wait until the broker has acknowledged every send in `sent` (a failed send raises:
+    the agent fails and the worker stops before anything that depends on it is persisted)."""
+    if sent:
+        pending = [future for future in sent if future is not None]
+        sent.clear()
+        await asyncio.gather(*pending)
 
 
 def _decode_once(value: bytes, decoded: dict[bytes, RiskInput | CodecError]
@@ -203,13 +379,16 @@ def _event_time(item: RiskInput) -> int:
 
 
 def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
-                 commands: dict[str, TopicT], dead_letters: TopicT) -> RiskProcessor:
-    """Add the risk tables and agent to `app`."""
+                 commands: dict[str, TopicT], dead_letters: TopicT,
+                 bootstrap: str | None = None) -> RiskProcessor:
+    """Add the risk tables and agent to `app` (`bootstrap`: where the agent reads back
+    inputs its restored state does not reflect; see RiskProcessor)."""
     partitions = settings.partitions
-    accounts = app.Table(ACCOUNTS_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-    market = app.Table(MARKET_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    accounts = tracked_table(app, ACCOUNTS_TABLE, partitions)
+    market = tracked_table(app, MARKET_TABLE, partitions)
     processor = RiskProcessor(settings, accounts, market, commands,
-                              DeadLetterSink(dead_letters, STAGE))
+                              DeadLetterSink(dead_letters, STAGE), bootstrap=bootstrap,
+                              topic=risk_inputs.get_topic_name())
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:

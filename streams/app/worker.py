@@ -52,5 +52,5 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     install_risk(app, settings, risk_inputs=risk_inputs,
                  commands={chain: topic(exec_commands(chain)) for chain in settings.chains},
-                 dead_letters=dead_letters)
+                 dead_letters=dead_letters, bootstrap=bootstrap)
     return app
