@@ -7,6 +7,11 @@ Safety properties, in this order:
 - each command id executes at most once: the report is stored in the RocksDB table
   ``executed`` (changelogged) before it is sent, and a command seen again (a redelivery
   after a crash, a replay) gets its stored report re-sent instead of a second execution.
+  Reports are sent only once the changelog has acknowledged the batch's new entries, so a
+  report on execution.reports always has its entry in the changelog: an executor restarted
+  on a fresh data directory recovers every command it executed (with the end offsets
+  counted from the records, streams.app.transport), and one restarted on its own data
+  directory has them in RocksDB (written before anything is sent).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent, new_app, raw_topic
 from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
+from streams.app.tables import TrackedTable, tracked_table
 from streams.clock import EventTimeClock
 from streams.codecs import decode, encode
 from streams.codecs.signing import verify
@@ -42,7 +48,7 @@ def executor_app_id(chain: str) -> str:
 class CommandExecutor:
     """Verifies, de-duplicates and executes commands of one chain."""
 
-    def __init__(self, chain: str, executor: Executor, command_key: str, executed: faust.Table,
+    def __init__(self, chain: str, executor: Executor, command_key: str, executed: TrackedTable,
                  reports: TopicT, dead_letters: DeadLetterSink) -> None:
         self.chain = chain
         self.executor = executor
@@ -52,28 +58,38 @@ class CommandExecutor:
         self.dead_letters = dead_letters
         self.clocks: dict[int, EventTimeClock] = {}
 
-    def process(self, events: Sequence[EventT]) -> None:
-        """Handle one batch in order."""
+    async def process(self, events: Sequence[EventT]) -> None:
+        """Handle one batch in order; send its reports once their entries are in the
+        changelog."""
+        reports: list[tuple[EventT, ScalingCommand, ExecutionReport]] = []
         for event in events:
-            self._handle(event)
+            handled = self._handle(event)
+            if handled is not None:
+                reports.append((event, *handled))
+        await self.executed.changelog_delivered()
+        for event, command, report in reports:
+            self.reports.send_soon(key=command.account_id.encode(), value=encode(report))
+            observe_hop("command_to_report", record_ms(event))
         MESSAGES.labels(self.dead_letters.stage).inc(len(events))
 
-    def _handle(self, event: EventT) -> None:
+    def _handle(self, event: EventT) -> tuple[ScalingCommand, ExecutionReport] | None:
+        """The command of `event` and its report (stored, or new and stored now), None if
+        the command is refused."""
         try:
             command = decode(event.message.value, ScalingCommand)
         except CodecError as exc:
             self.dead_letters.send(event, exc.reason, str(exc))
-            return
+            return None
         if not verify(command, self.command_key):
             self.dead_letters.send(event, "forged_command",
                                    f"signature of command {command.command_id} does not verify",
                                    command.created_at)
-            return
+            return None
         if command.chain != self.chain:
             self.dead_letters.send(event, "wrong_chain",
                                    f"command for {command.chain} on the {self.chain} executor",
                                    command.created_at)
-            return
+            return None
         key = command.command_id.encode()
         clock = self.clocks.setdefault(event.message.partition, EventTimeClock())
         with event_context(event):
@@ -85,8 +101,7 @@ class CommandExecutor:
                 report = self.executor.execute(command, clock.observe(command.created_at))
                 self.executed[key] = encode(report)
                 EXECUTIONS.labels(self.chain, report.status.value).inc()
-        self.reports.send_soon(key=command.account_id.encode(), value=encode(report))
-        observe_hop("command_to_report", record_ms(event))
+        return command, report
 
 
 def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust.App:
@@ -102,8 +117,7 @@ def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust
     commands = raw_topic(app, exec_commands(chain), counts[exec_commands(chain)])
     reports = raw_topic(app, EXECUTION_REPORTS, counts[EXECUTION_REPORTS])
     dead_letters = raw_topic(app, DEAD_LETTER, counts[DEAD_LETTER])
-    executed = app.Table(EXECUTED_TABLE, partitions=commands.partitions, key_type=bytes,
-                         value_type=bytes)
+    executed = tracked_table(app, EXECUTED_TABLE, commands.partitions)
     stage = f"executor.{chain}"
     venue = executor_for(chain, load_chain_profiles(settings.chains_file))
     handler = CommandExecutor(chain, venue, settings.command_key, executed,
