@@ -135,11 +135,11 @@ class RiskProcessor:
         if part is not None:
             return part
         digest = StateDigest()
-        states: list[AccountState] = []
+        raw_states: list[bytes] = []
         for key, raw in self.accounts.items():
             if account_partition(key.decode(), self.settings.partitions) == partition:
                 digest.set(ACCOUNTS_TABLE, key, raw)
-                states.append(decode(raw, AccountState))
+                raw_states.append(raw)
         head_key, prefix = market_key(partition), market_key(partition, "")
         entries = {key: raw for key, raw in self.market.items()
                    if key == head_key or key.startswith(prefix)}
@@ -147,7 +147,8 @@ class RiskProcessor:
             digest.set(MARKET_TABLE, key, raw)
         checkpoint = Checkpoint.decode(self.market.get(checkpoint_key(partition)))
         if checkpoint is not None and checkpoint.digest == digest.value:
-            states.sort(key=lambda state: state.account_id)
+            states = sorted((decode(raw, AccountState) for raw in raw_states),
+                            key=lambda state: state.account_id)
             engine = PartitionEngine(self.config, states, restore_market(entries, partition),
                                      valuations=self.valuations)
             part = _Partition(engine, checkpoint.through, digest)
@@ -213,6 +214,8 @@ class RiskProcessor:
                 continue
             if offset > part.through + 1:
                 await self._catch_up(partition, offset, event, sent)
+                if self.partitions.get(partition) is not part:
+                    return False  # revoked meanwhile: the next owner resumes from its checkpoint
             self._apply(part, event.message.value, event, None, decoded, sent)
             part.through = offset
             applied += 1
@@ -238,7 +241,7 @@ class RiskProcessor:
                     until, until - part.through - 1, self.topic)
         reader = RangeReader(self.bootstrap, self.topic, partition, part.through + 1, until)
         try:
-            while not reader.done:
+            while not reader.done and self.partitions.get(partition) is part:
                 records = await asyncio.to_thread(reader.read, CATCH_UP_CHUNK)
                 decoded: dict[bytes, RiskInput | CodecError] = {}
                 for record in records:
@@ -297,8 +300,11 @@ class RiskProcessor:
         (a worker restarted on a fresh data directory would not find it, and one restarted
         on the same directory would keep it but never send it to the changelog again)."""
         started = time.perf_counter()
-        for partition, context in partitions:
-            part = self.partitions[partition]
+        # a partition revoked while the batch was applied is not persisted: its next owner
+        # resumes from its last checkpoint
+        owned = [(partition, part, context) for partition, context in partitions
+                 if (part := self.partitions.get(partition)) is not None]
+        for partition, part, context in owned:
             engine, digest = part.engine, part.digest
             with event_context(context):
                 for state in engine.take_dirty():
@@ -316,8 +322,9 @@ class RiskProcessor:
                     digest.set(MARKET_TABLE, key, raw)
         await self.accounts.changelog_delivered()
         await self.market.changelog_delivered()
-        for partition, context in partitions:
-            part = self.partitions[partition]
+        for partition, part, context in owned:
+            if self.partitions.get(partition) is not part:
+                continue
             with event_context(context):
                 self.market[checkpoint_key(partition)] = Checkpoint(part.through,
                                                                     part.digest.value).encode()
