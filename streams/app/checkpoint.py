@@ -19,11 +19,12 @@ guaranteed to be one consistent moment of that state:
 So every persist step ends with a `Checkpoint` entry: the offset of the last risk.inputs
 record of the partition the state reflects (``through``), and a digest of every stored
 entry of the partition (an order-independent XOR of 128-bit BLAKE2b hashes of table, key
-and value, kept up to date entry by entry). A restarted worker recomputes the digest of
-what it finds; if it matches, the state is exactly the one of the checkpoint and the worker
-re-applies risk.inputs from ``through + 1``; if not, the state is discarded and the
-partition's log is re-applied from its first record. Either way the engine ends up where
-a replay of the log puts it.
+and value, kept up to date entry by entry); the step also begins with one that names the
+state it is about to write. A restarted worker recomputes the digest of what it finds; if
+it matches either state, the state is exactly that one and the worker re-applies
+risk.inputs from its ``through + 1``; if not (a kill in the middle of the step's writes),
+the state is discarded and the partition's log is re-applied from its first record.
+Either way the engine ends up where a replay of the log puts it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-MAGIC = b"APSCP1"
-_LAYOUT = struct.Struct(">q16s")
+MAGIC = b"APSCP2"
+_LAYOUT = struct.Struct(">q16sq16s")
 
 
 def checkpoint_key(partition: int) -> bytes:
@@ -55,22 +56,43 @@ def entry_hash(table: str, key: bytes, value: bytes) -> int:
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """`through`: offset of the last risk.inputs record reflected (-1: none);
-    `digest`: `StateDigest.value` of the partition's entries at that point."""
+    `digest`: `StateDigest.value` of the partition's entries at that point.
+
+    While a persist step is under way the checkpoint also names the state the step is
+    writing (`next_through`, `next_digest`): written before the step's entries, so a
+    worker killed after its last local write but before the changelog acknowledged the
+    step finds exactly that state and continues from it (re-sending the entries to the
+    changelog) instead of discarding it."""
 
     through: int
     digest: int
+    next_through: int | None = None
+    next_digest: int = 0
 
     def encode(self) -> bytes:
         """The stored bytes."""
-        return MAGIC + _LAYOUT.pack(self.through, self.digest.to_bytes(16, "big"))
+        next_through = -2 if self.next_through is None else self.next_through
+        return MAGIC + _LAYOUT.pack(self.through, self.digest.to_bytes(16, "big"),
+                                    next_through, self.next_digest.to_bytes(16, "big"))
 
     @classmethod
     def decode(cls, raw: bytes | None) -> Checkpoint | None:
         """The checkpoint stored as `raw` (None when absent or not a checkpoint)."""
         if raw is None or not raw.startswith(MAGIC) or len(raw) != len(MAGIC) + _LAYOUT.size:
             return None
-        through, digest = _LAYOUT.unpack(raw[len(MAGIC):])
-        return cls(through, int.from_bytes(digest, "big"))
+        through, digest, next_through, next_digest = _LAYOUT.unpack(raw[len(MAGIC):])
+        return cls(through, int.from_bytes(digest, "big"),
+                   None if next_through == -2 else next_through,
+                   int.from_bytes(next_digest, "big"))
+
+    def reflected(self, digest: int) -> tuple[int, bool] | None:
+        """(offset reflected, whether the step under way must be re-sent) for stored
+        entries whose digest is `digest`; None if they are neither state."""
+        if digest == self.digest:
+            return self.through, False
+        if self.next_through is not None and digest == self.next_digest:
+            return self.next_through, True
+        return None
 
 
 class StateDigest:

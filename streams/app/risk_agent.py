@@ -84,6 +84,8 @@ class _Partition:
     engine: PartitionEngine
     through: int
     digest: StateDigest
+    # what the last checkpoint written says: offset reflected and digest
+    checkpointed: tuple[int, int] = (-1, 0)
 
 
 class RiskProcessor:
@@ -135,25 +137,39 @@ class RiskProcessor:
         if part is not None:
             return part
         digest = StateDigest()
-        raw_states: list[bytes] = []
-        for key, raw in self.accounts.items():
-            if account_partition(key.decode(), self.settings.partitions) == partition:
-                digest.set(ACCOUNTS_TABLE, key, raw)
-                raw_states.append(raw)
+        accounts = {key: raw for key, raw in self.accounts.items()
+                    if account_partition(key.decode(), self.settings.partitions) == partition}
+        for key, raw in accounts.items():
+            digest.set(ACCOUNTS_TABLE, key, raw)
         head_key, prefix = market_key(partition), market_key(partition, "")
         entries = {key: raw for key, raw in self.market.items()
                    if key == head_key or key.startswith(prefix)}
         for key, raw in entries.items():
             digest.set(MARKET_TABLE, key, raw)
         checkpoint = Checkpoint.decode(self.market.get(checkpoint_key(partition)))
-        if checkpoint is not None and checkpoint.digest == digest.value:
-            states = sorted((decode(raw, AccountState) for raw in raw_states),
+        reflected = None if checkpoint is None else checkpoint.reflected(digest.value)
+        if reflected is not None:
+            through, under_way = reflected
+            states = sorted((decode(raw, AccountState) for raw in accounts.values()),
                             key=lambda state: state.account_id)
             engine = PartitionEngine(self.config, states, restore_market(entries, partition),
                                      valuations=self.valuations)
-            part = _Partition(engine, checkpoint.through, digest)
+            part = _Partition(engine, through, digest)
+            if under_way:
+                # killed before the changelog acknowledged the step: the local files have
+                # it, the changelog may not; send every entry again (same values) so it
+                # does before the next checkpoint
+                log.warning("risk partition %d: restored the state of a persist step the "
+                            "changelog may lack (input up to offset %d); re-sending its %d "
+                            "entries", partition, through, len(digest))
+                with event_context(context):
+                    for key, raw in accounts.items():
+                        self.accounts[key] = raw
+                    for key, raw in entries.items():
+                        self.market[key] = raw
+            part.checkpointed = (through, digest.value)
             log.info("risk partition %d: %d accounts restored, reflecting input up to "
-                     "offset %d", partition, len(states), checkpoint.through)
+                     "offset %d", partition, len(states), through)
         else:
             if checkpoint is not None or len(digest):
                 log.warning("risk partition %d: the stored state (%d entries) is not the one "
@@ -293,8 +309,8 @@ class RiskProcessor:
 
     async def _persist(self, partitions: Sequence[tuple[int, EventT]]) -> None:
         """Write what changed in each of `partitions` (with an event of the partition,
-        current for the writes), wait until the changelogs have it, then write the
-        partitions' checkpoints.
+        current for the writes), preceded by a checkpoint naming the state being written;
+        wait until the changelogs have it, then write the partitions' checkpoints.
 
         So a checkpoint never vouches for an entry that is only in the local RocksDB files
         (a worker restarted on a fresh data directory would not find it, and one restarted
@@ -306,28 +322,33 @@ class RiskProcessor:
                  if (part := self.partitions.get(partition)) is not None]
         for partition, part, context in owned:
             engine, digest = part.engine, part.digest
+            writes: list[tuple[TrackedTable, str, bytes, bytes]] = []
+            for state in engine.take_dirty():
+                writes.append((self.accounts, ACCOUNTS_TABLE, state.account_id.encode(),
+                               encode(state)))
+            market = engine.take_market_state()
+            if market is not None:
+                for entry in market.assets:
+                    writes.append((self.market, MARKET_TABLE, market_key(partition, entry.asset),
+                                   self._asset_bytes(entry)))
+                writes.append((self.market, MARKET_TABLE, market_key(partition),
+                               encode(replace(market, assets=[]))))
+            for _, table_name, key, raw in writes:
+                digest.set(table_name, key, raw)
             with event_context(context):
-                for state in engine.take_dirty():
-                    key, raw = state.account_id.encode(), encode(state)
-                    self.accounts[key] = raw
-                    digest.set(ACCOUNTS_TABLE, key, raw)
-                market = engine.take_market_state()
-                if market is not None:
-                    for entry in market.assets:
-                        key, raw = market_key(partition, entry.asset), self._asset_bytes(entry)
-                        self.market[key] = raw
-                        digest.set(MARKET_TABLE, key, raw)
-                    key, raw = market_key(partition), encode(replace(market, assets=[]))
-                    self.market[key] = raw
-                    digest.set(MARKET_TABLE, key, raw)
+                # first the checkpoint naming the state being written, then its entries
+                self.market[checkpoint_key(partition)] = Checkpoint(
+                    *part.checkpointed, part.through, digest.value).encode()
+                for table, _, key, raw in writes:
+                    table[key] = raw
         await self.accounts.changelog_delivered()
         await self.market.changelog_delivered()
         for partition, part, context in owned:
             if self.partitions.get(partition) is not part:
                 continue
+            part.checkpointed = (part.through, part.digest.value)
             with event_context(context):
-                self.market[checkpoint_key(partition)] = Checkpoint(part.through,
-                                                                    part.digest.value).encode()
+                self.market[checkpoint_key(partition)] = Checkpoint(*part.checkpointed).encode()
         RISK_STEP_SECONDS.labels("persist").inc(time.perf_counter() - started)
 
     def _asset_bytes(self, entry: AssetMarket) -> bytes:

@@ -1,5 +1,6 @@
 """The risk worker SIGKILLed in the middle of its batches and restarted, on the same data
-directory and on a fresh one: the state it ends with is exactly what a replay of
+directory, on a fresh one, and on its own after losing a local write: the state it ends
+with is exactly what a replay of
 risk.inputs gives, and every command of the replay was emitted (none lost, none invented).
 
 The log is written to risk.inputs up front (account events, consensus prices copied to
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from rocksdict import Options, Rdict
 
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
@@ -165,8 +167,22 @@ def _comparable(state: AccountState) -> AccountState:
                                          for name in REVALUED})
 
 
-# (inputs the run processes before it is killed, how it is restarted)
-KILLS = ((1, "same-dir"), (600, "fresh-dir"), (1, "same-dir"))
+# (inputs the run processes before it is killed, how it is restarted): on its data
+# directory, on a fresh one, or on its data directory after the loss of one local write
+# (the state no longer matches its checkpoint: discarded, the partition's log re-applied)
+KILLS = ((1, "same-dir"), (600, "fresh-dir"), (1, "lost-write"))
+
+
+def _lose_a_write(datadir: Path) -> None:
+    """Delete one account state from partition 0's RocksDB files (the worker is down)."""
+    db = Rdict(str(datadir / "v1" / "tables" / "risk-accounts-0.db"),
+               Options(raw_mode=True))
+    try:
+        stored = db.keys()
+        key = next(k for k in stored if not k.startswith(b"__faust"))
+        del db[key]
+    finally:
+        db.close()
 
 
 def test_sigkill_mid_batch_then_restart(log: Log, tmp_path: Path) -> None:
@@ -189,6 +205,8 @@ def test_sigkill_mid_batch_then_restart(log: Log, tmp_path: Path) -> None:
             if restart == "fresh-dir":
                 shutil.rmtree(settings.data_dir / f"worker-{port}")
                 port = None
+            elif restart == "lost-write":
+                _lose_a_write(settings.data_dir / f"worker-{port}")
         stack.start_worker(web_port=port)
         expected = {p: len(items) for p, items in log.by_partition.items()}
         _wait(lambda: _committed(bootstrap) == expected, stack, 120, "the end of the log")

@@ -14,6 +14,17 @@ def test_a_checkpoint_round_trips_and_anything_else_is_not_one() -> None:
     assert Checkpoint.decode(b"\xc3\x01" + b"\x00" * 30) is None
     assert Checkpoint.decode(checkpoint.encode()[:-1]) is None
     assert checkpoint_key(3) == b"checkpoint-3"
+    under_way = Checkpoint(10, 5, 12, 7)
+    assert Checkpoint.decode(under_way.encode()) == under_way
+
+
+def test_a_checkpoint_recognises_its_state_and_the_one_under_way() -> None:
+    assert Checkpoint(10, 5).reflected(5) == (10, False)
+    assert Checkpoint(10, 5).reflected(7) is None
+    under_way = Checkpoint(10, 5, 12, 7)
+    assert under_way.reflected(5) == (10, False)
+    assert under_way.reflected(7) == (12, True)
+    assert under_way.reflected(8) is None
 
 
 def test_the_digest_depends_on_the_entries_not_on_the_order_of_writes() -> None:
