@@ -76,15 +76,12 @@ def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
         # request each (aiokafka sends as soon as anything is ready when linger is 0)
         producer_linger=PRODUCER_LINGER_S,
         stream_wait_empty=True,
-        # Faust refuses to start when a table's persisted changelog offset is beyond the
-        # changelog's high watermark (faust/tables/recovery.py, _restart_recovery:
-        # ConsistencyError). Tansu under-reports the high watermark (base offset of the last
-        # batch + 1), so every restart on the same data directory after a multi-record
-        # batch was refused. With the check off Faust keeps the local RocksDB files and
-        # reads the changelog from the persisted offset on: the risk agent verifies what it
-        # finds against its checkpoint (streams.app.checkpoint) and the executor's table is
-        # written before its report is sent (streams.app.executor_app).
-        recovery_consistency_check=False,
+        # Faust's recovery consistency check (faust/tables/recovery.py, _restart_recovery)
+        # stays on: it refuses a table whose persisted changelog offset is beyond the
+        # changelog's end (local files from another broker's log). On Tansu it compared
+        # with an under-reported high watermark and refused every restart on the same data
+        # directory; the consumer now counts end offsets from the records
+        # (streams.app.transport).
         value_serializer="raw",
         key_serializer="raw",
         autodiscover=False,

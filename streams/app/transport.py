@@ -19,8 +19,10 @@ The consumer also corrects the end offsets Faust's table recovery reads a change
 Tansu 0.6 reports a partition's high watermark as the base offset of its last record batch
 + 1, so Faust stopped recovering a table before the end of its changelog (and a worker
 restarted on a fresh data directory lost the last writes of each partition; an executor,
-the record of commands it had executed). `_Consumer.highwaters` reads the last batch
-back and counts its records (streams.app.logreader.end_offsets_from_records).
+the record of commands it had executed), and Faust's recovery consistency check refused
+every restart on the same data directory (ConsistencyError: persisted offset > high
+watermark). `_Consumer.highwaters` reads the last batch back and counts its records
+(streams.app.logreader.end_offsets_from_records).
 """
 
 from __future__ import annotations
