@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from faust.types import EventT, TopicT
+from faust.types.tuples import FutureMessage
 
 from streams.app.metrics import DEAD_LETTERS
 from streams.codecs import encode
@@ -31,11 +32,21 @@ class DeadLetterSink:
         self.topic = topic
         self.stage = stage
 
-    def send(self, event: EventT, reason: str, detail: str, event_time: int = -1) -> None:
-        """Queue a DeadLetter for `event`, keeping its bytes (bounded, see module docstring)."""
+    def send(self, event: EventT, reason: str, detail: str,
+             event_time: int = -1) -> FutureMessage:
+        """Queue a DeadLetter for `event`, keeping its bytes (bounded, see module docstring);
+        the returned future resolves once the broker has it."""
         message = event.message
-        payload = message.value if isinstance(message.value, bytes) else b""
-        key = message.key if isinstance(message.key, bytes) else None
+        return self.send_raw(message.topic, message.partition, message.offset,
+                             message.key if isinstance(message.key, bytes) else None,
+                             message.value if isinstance(message.value, bytes) else b"",
+                             reason, detail, event_time)
+
+    def send_raw(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 payload: bytes, reason: str, detail: str,
+                 event_time: int = -1) -> FutureMessage:
+        """Queue a DeadLetter for the record at `topic`[`partition`]@`offset` (one read
+        outside a Faust stream), as `send` does."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             detail = (f"{detail[:MAX_DETAIL_CHARS - 120]} [payload truncated: first "
                       f"{MAX_PAYLOAD_BYTES} of {len(payload)} bytes kept]")
@@ -44,10 +55,10 @@ class DeadLetterSink:
             key = key[:MAX_KEY_BYTES]
         letter = DeadLetter(
             stage=self.stage, reason=reason, detail=detail[:MAX_DETAIL_CHARS],
-            source_topic=message.topic, source_partition=message.partition,
-            source_offset=message.offset, key=key, payload=payload, event_time=event_time,
+            source_topic=topic, source_partition=partition,
+            source_offset=offset, key=key, payload=payload, event_time=event_time,
         )
         DEAD_LETTERS.labels(self.stage, reason).inc()
-        log.warning("dead letter %s from %s[%d]@%d: %s", reason, message.topic,
-                    message.partition, message.offset, detail[:200])
-        self.topic.send_soon(key=message.topic.encode(), value=encode(letter))
+        log.warning("dead letter %s from %s[%d]@%d: %s", reason, topic, partition, offset,
+                    detail[:200])
+        return self.topic.send_soon(key=topic.encode(), value=encode(letter))

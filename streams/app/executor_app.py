@@ -10,9 +10,14 @@ Safety properties, in this order:
 - each command id executes at most once per chain: the report is stored in the RocksDB
   table ``executed`` (changelogged) before it is sent, and a command seen again (a
   redelivery after a crash, a replay) gets its stored report re-sent instead of a second
-  execution. The lookup reads the partition the command arrived on; since a command is only
-  accepted on the one partition its signed account id maps to, that partition holds the
-  record of every earlier execution of the id, whatever partition or key a copy is sent on;
+  execution. Reports are sent only once the changelog has acknowledged the batch's new
+  entries, so a report on execution.reports always has its entry in the changelog: an
+  executor restarted on a fresh data directory recovers every command it executed (with the
+  end offsets counted from the records, streams.app.transport), and one restarted on its
+  own data directory has them in RocksDB. The lookup reads the partition the command
+  arrived on; since a command is only accepted on the one partition its signed account id
+  maps to, that partition holds the record of every earlier execution of the id, whatever
+  partition or key a copy is sent on;
 - the executor's bounds (streams.executors.limits, infra/chains.toml ``[limits]``) and its
   clock (`BoundedClock`, one per executor across its partitions) refuse what a signed
   command should never ask for, as REJECTED reports naming the limit;
@@ -36,6 +41,7 @@ from streams.app.factory import batch_agent, new_app, raw_topic
 from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
 from streams.app.partitioning import account_partition
+from streams.app.tables import TrackedTable, tracked_table
 from streams.clock import BoundedClock
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
@@ -76,6 +82,12 @@ class ExecutorState:
     executed: MutableMapping[bytes, bytes]
     clock: MutableMapping[bytes, bytes]
     rate: MutableMapping[bytes, bytes]
+
+    async def delivered(self) -> None:
+        """Wait until the changelogs have every write so far (tables that track them)."""
+        for table in (self.executed, self.clock, self.rate):
+            if isinstance(table, TrackedTable):
+                await table.changelog_delivered()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +133,15 @@ class CommandExecutor:
         self.clock = BoundedClock(self.limits.max_clock_lead_ms)
         self._clock_written: dict[int, int] = {}
 
-    def process(self, events: Sequence[EventT]) -> None:
-        """Handle one batch in order."""
+    async def process(self, events: Sequence[EventT]) -> None:
+        """Handle one batch in order; send its reports once their entries are in the
+        changelogs."""
         self._restore_clock()
-        for event in events:
-            self._handle(event)
+        reports = [handled for event in events if (handled := self._handle(event))]
+        await self.state.delivered()
+        for event, account, raw in reports:
+            self.reports.send_soon(key=account, value=raw)
+            observe_hop("command_to_report", record_ms(event))
         MESSAGES.labels(self.dead_letters.stage).inc(len(events))
 
     def _restore_clock(self) -> None:
@@ -134,10 +150,12 @@ class CommandExecutor:
         for raw in self.state.clock.values():
             self.clock.restore(int(raw))
 
-    def _handle(self, event: EventT) -> None:
+    def _handle(self, event: EventT) -> tuple[EventT, bytes, bytes] | None:
+        """(event, account key, signed report) of an accepted command (its report stored,
+        or made and stored now); None if the command was dead-lettered."""
         command = self._accepted(event)
         if command is None:
-            return
+            return None
         key = command.command_id.encode()
         with event_context(event):
             stored = self.state.executed.get(key)
@@ -148,8 +166,7 @@ class CommandExecutor:
                 report = sign(self._decide(command, event.message.partition), self.report_key)
                 raw = self.state.executed[key] = encode(report)
                 EXECUTIONS.labels(self.chain, report.status.value).inc()
-        self.reports.send_soon(key=command.account_id.encode(), value=raw)
-        observe_hop("command_to_report", record_ms(event))
+        return event, command.account_id.encode(), raw
 
     def _accepted(self, event: EventT) -> ScalingCommand | None:
         """The event's command if it may be executed here, else None (dead-lettered)."""
@@ -213,8 +230,7 @@ def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust
     commands = raw_topic(app, exec_commands(chain), counts[exec_commands(chain)])
     reports = raw_topic(app, EXECUTION_REPORTS, counts[EXECUTION_REPORTS])
     dead_letters = raw_topic(app, DEAD_LETTER, counts[DEAD_LETTER])
-    state = ExecutorState(*(app.Table(name, partitions=commands.partitions, key_type=bytes,
-                                      value_type=bytes)
+    state = ExecutorState(*(tracked_table(app, name, commands.partitions)
                             for name in (EXECUTED_TABLE, CLOCK_TABLE, RATE_TABLE)))
     stage = f"executor.{chain}"
     venue = executor_for(chain, load_chain_profiles(settings.chains_file))

@@ -76,6 +76,12 @@ def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
         # request each (aiokafka sends as soon as anything is ready when linger is 0)
         producer_linger=PRODUCER_LINGER_S,
         stream_wait_empty=True,
+        # Faust's recovery consistency check (faust/tables/recovery.py, _restart_recovery)
+        # stays on: it refuses a table whose persisted changelog offset is beyond the
+        # changelog's end (local files from another broker's log). On Tansu it compared
+        # with an under-reported high watermark and refused every restart on the same data
+        # directory; the consumer now counts end offsets from the records
+        # (streams.app.transport).
         value_serializer="raw",
         key_serializer="raw",
         autodiscover=False,

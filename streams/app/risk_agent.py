@@ -7,7 +7,8 @@ verify with APS_REPORT_KEY (``forged_report``: never applied), persists what cha
 both changelogged), signs the commands and sends each to its chain's execution topic, on
 the partition of its account (`account_partition`, the partition the executor requires).
 A price update revalues every account of the partition exposed to that asset in one
-vectorized pass inside the engine.
+vectorized pass inside the engine; the worker's price gate (streams.app.pricegate) is told
+each price applied.
 """
 
 from __future__ import annotations
@@ -18,19 +19,28 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import faust
 from faust.types import TP, EventT, TopicT
 
 from streams.app.authenticity import SignatureCheck
+from streams.app.checkpoint import Checkpoint, StateDigest, checkpoint_key
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.factory import batch_agent
 from streams.app.latency import header_tick_ms, observe_hop, record_ms
-from streams.app.metrics import COMMANDS, MESSAGES, REVALUATIONS, RISK_STEP_SECONDS
+from streams.app.logreader import LogRecord, RangeReader
+from streams.app.metrics import (
+    COMMANDS,
+    DUPLICATES,
+    MESSAGES,
+    REVALUATIONS,
+    RISK_STEP_SECONDS,
+)
 from streams.app.partitioning import account_partition
 from streams.app.pricegate import PriceGate
+from streams.app.tables import TrackedTable, tracked_table
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
 from streams.config import Settings
@@ -43,9 +53,10 @@ from streams.domain import (
     RiskInput,
     ScalingCommand,
 )
-from streams.errors import CodecError, DomainError
+from streams.errors import CodecError, DomainError, InfraError
 from streams.risk.engine import EngineConfig, PartitionEngine
 from streams.risk.valuations import SharedValuations
+from streams.topics import RISK_INPUTS
 
 log = logging.getLogger(__name__)
 
@@ -75,117 +86,295 @@ def restore_market(table: Mapping[bytes, bytes], partition: int) -> MarketState 
     return replace(head, assets=sorted(assets, key=lambda entry: entry.asset))
 
 
-class RiskProcessor:
-    """Owns one PartitionEngine per assigned partition of risk.inputs."""
+# records re-applied from risk.inputs per step when the state is behind the committed input
+CATCH_UP_CHUNK = 2000
 
-    def __init__(self, settings: Settings, accounts: faust.Table, market: faust.Table,
+
+@dataclass
+class _Partition:
+    """A partition's engine, the last risk.inputs offset it reflects, and the digest of the
+    partition's stored entries (streams.app.checkpoint)."""
+
+    engine: PartitionEngine
+    through: int
+    digest: StateDigest
+    # what the last checkpoint written says: offset reflected and digest
+    checkpointed: tuple[int, int] = (-1, 0)
+
+
+class RiskProcessor:
+    """Owns one PartitionEngine per assigned partition of risk.inputs.
+
+    Restart safety (streams.app.checkpoint): each persist step ends with the partition's
+    checkpoint, the offset of the last input its state reflects and the digest of its stored
+    entries; it is written only after every command and dead letter caused by those inputs
+    has been acknowledged by the broker. On first use of a partition the stored state is
+    verified against its checkpoint (discarded if it does not match), inputs at or below the
+    checkpoint are skipped (already reflected), and inputs between the checkpoint and the
+    consumer's position (committed, but their effect on the state lost) are read back from
+    risk.inputs and re-applied before anything else. Re-applied inputs emit the same
+    commands with the same ids again; executors de-duplicate them.
+    """
+
+    def __init__(self, settings: Settings, accounts: TrackedTable, market: TrackedTable,
                  commands: dict[str, TopicT], dead_letters: DeadLetterSink,
-                 config: EngineConfig | None = None, gate: PriceGate | None = None) -> None:
+                 config: EngineConfig | None = None, *, bootstrap: str | None = None,
+                 topic: str = RISK_INPUTS, gate: PriceGate | None = None) -> None:
         self.settings = settings
         self.accounts = accounts
         self.market = market
         self.commands = commands
         self.dead_letters = dead_letters
         self.config = config or EngineConfig()
+        self.bootstrap = bootstrap
+        self.topic = topic
         self.gate = gate
-        self.engines: dict[int, PartitionEngine] = {}
+        self.reports = SignatureCheck(STAGE, settings.report_key, "APS_REPORT_KEY", "executor")
+        self.partitions: dict[int, _Partition] = {}
         # every partition receives the same prices: value each distinct option once
         self.valuations = SharedValuations()
         self._asset_cache: dict[str, tuple[AssetMarket, bytes]] = {}
-        self.reports = SignatureCheck(STAGE, settings.report_key, "APS_REPORT_KEY", "executor")
+        self._applying = self._sending = 0.0
+
+    @property
+    def engines(self) -> dict[int, PartitionEngine]:
+        """The engine of each partition in use."""
+        return {p: part.engine for p, part in self.partitions.items()}
 
     def forget(self, partitions: set[TP]) -> None:
         """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
         for tp in partitions:
-            self.engines.pop(tp.partition, None)
+            self.partitions.pop(tp.partition, None)
 
-    def engine(self, partition: int) -> PartitionEngine:
-        """The engine of `partition`, rebuilt from the recovered tables on first use."""
-        engine = self.engines.get(partition)
-        if engine is None:
-            states = sorted(
-                (decode(raw, AccountState) for key, raw in self.accounts.items()
-                 if account_partition(key.decode(), self.settings.partitions) == partition),
-                key=lambda state: state.account_id,
-            )
-            market = restore_market(self.market, partition)
-            engine = self.engines[partition] = PartitionEngine(self.config, states, market,
-                                                               valuations=self.valuations)
-            # the restored book is long-lived: keep it out of the cyclic collector's
-            # full collections (seconds of pause at 100,000 accounts)
-            gc.freeze()
-            log.info("risk partition %d: %d accounts restored", partition, len(states))
-        return engine
+    def _open(self, partition: int, context: EventT) -> _Partition:
+        """The partition, rebuilt from the recovered tables on first use (`context`: an
+        event of the partition, current for the writes that discard an unusable state)."""
+        part = self.partitions.get(partition)
+        if part is not None:
+            return part
+        digest = StateDigest()
+        accounts = {key: raw for key, raw in self.accounts.items()
+                    if account_partition(key.decode(), self.settings.partitions) == partition}
+        for key, raw in accounts.items():
+            digest.set(ACCOUNTS_TABLE, key, raw)
+        head_key, prefix = market_key(partition), market_key(partition, "")
+        entries = {key: raw for key, raw in self.market.items()
+                   if key == head_key or key.startswith(prefix)}
+        for key, raw in entries.items():
+            digest.set(MARKET_TABLE, key, raw)
+        checkpoint = Checkpoint.decode(self.market.get(checkpoint_key(partition)))
+        reflected = None if checkpoint is None else checkpoint.reflected(digest.value)
+        if reflected is not None:
+            through, under_way = reflected
+            states = sorted((decode(raw, AccountState) for raw in accounts.values()),
+                            key=lambda state: state.account_id)
+            engine = PartitionEngine(self.config, states, restore_market(entries, partition),
+                                     valuations=self.valuations)
+            part = _Partition(engine, through, digest)
+            if under_way:
+                # killed before the changelog acknowledged the step: the local files have
+                # it, the changelog may not; send every entry again (same values) so it
+                # does before the next checkpoint
+                log.warning("risk partition %d: restored the state of a persist step the "
+                            "changelog may lack (input up to offset %d); re-sending its %d "
+                            "entries", partition, through, len(digest))
+                with event_context(context):
+                    for key, raw in accounts.items():
+                        self.accounts[key] = raw
+                    for key, raw in entries.items():
+                        self.market[key] = raw
+            part.checkpointed = (through, digest.value)
+            log.info("risk partition %d: %d accounts restored, reflecting input up to "
+                     "offset %d", partition, len(states), through)
+        else:
+            if checkpoint is not None or len(digest):
+                log.warning("risk partition %d: the stored state (%d entries) is not the one "
+                            "of its checkpoint (%s): discarded, the partition's log is "
+                            "re-applied from its first record", partition, len(digest),
+                            checkpoint)
+                with event_context(context):
+                    for table, key in digest.entries():
+                        del (self.accounts if table == ACCOUNTS_TABLE else self.market)[key]
+                    if checkpoint is not None:
+                        del self.market[checkpoint_key(partition)]
+            part = _Partition(PartitionEngine(self.config, valuations=self.valuations), -1,
+                              StateDigest())
+        self.partitions[partition] = part
+        # the restored book is long-lived: keep it out of the cyclic collector's
+        # full collections (seconds of pause at 100,000 accounts)
+        gc.freeze()
+        return part
 
     async def process(self, events: Sequence[EventT]) -> None:
-        """Apply one batch, partition by partition, in log order.
+        """Apply one batch, partition by partition, in log order, then persist.
 
         Control goes back to the event loop between partitions so the other agents of the
         worker (the sequencer feeding execution reports back) are not starved by a backlog.
+        The state is persisted (with its checkpoint) only once the broker has every command
+        and dead letter the batch caused.
         """
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
         # a price is on every partition with the same bytes: decode it once per batch
         decoded: dict[bytes, RiskInput | CodecError] = {}
+        sent: list[asyncio.Future] = []
+        changed: list[tuple[int, EventT]] = []
         for partition, partition_events in sorted(by_partition.items()):
-            self._process_partition(partition, partition_events, decoded)
+            if await self._process_partition(partition, partition_events, decoded, sent):
+                changed.append((partition, partition_events[-1]))
             await asyncio.sleep(0)
+        await _delivered(sent)
+        if changed:
+            await self._persist(changed)
         MESSAGES.labels(STAGE).inc(len(events))
+        RISK_STEP_SECONDS.labels("apply").inc(self._applying)
+        RISK_STEP_SECONDS.labels("send").inc(self._sending)
+        self._applying = self._sending = 0.0
 
-    def _process_partition(self, partition: int, events: list[EventT],
-                           decoded: dict[bytes, RiskInput | CodecError]) -> None:
-        engine = self.engine(partition)
-        revalued_before = engine.counters.revaluations
-        applying = sending = 0.0
+    async def _process_partition(self, partition: int, events: list[EventT],
+                                 decoded: dict[bytes, RiskInput | CodecError],
+                                 sent: list[asyncio.Future]) -> bool:
+        """Apply the events of one partition not reflected yet; True if any was."""
+        part = self._open(partition, events[0])
+        revalued_before = part.engine.counters.revaluations
+        applied = skipped = 0
         for event in events:
-            item = _decode_once(event.message.value, decoded)
-            if isinstance(item, CodecError):
-                self.dead_letters.send(event, item.reason, str(item))
+            offset = event.message.offset
+            if offset <= part.through:
+                skipped += 1
                 continue
-            if not self._authentic(item, event):
-                continue
-            started = time.perf_counter()
-            try:
-                emitted = engine.apply(item)
-            except DomainError as exc:
-                self.dead_letters.send(event, exc.reason, exc.detail, _event_time(item))
-                continue
-            finally:
-                applied = time.perf_counter()
-                applying += applied - started
-                if self.gate is not None and isinstance(item.body, ConsensusPrice):
-                    self.gate.applied(item.body.asset, item.body.sequence, partition)
-            if emitted:
-                input_ms, tick_ms = record_ms(event), header_tick_ms(event)
-                for command in emitted:
-                    self._send(command, event)
+            if offset > part.through + 1:
+                await self._catch_up(partition, offset, event, sent)
+                if self.partitions.get(partition) is not part:
+                    return False  # revoked meanwhile: the next owner resumes from its checkpoint
+            self._apply(partition, part, event.message.value, event, None, decoded, sent)
+            part.through = offset
+            applied += 1
+        if skipped:
+            log.info("risk partition %d: %d inputs already reflected by the restored state "
+                     "skipped", partition, skipped)
+            DUPLICATES.labels(STAGE).inc(skipped)
+        REVALUATIONS.inc(part.engine.counters.revaluations - revalued_before)
+        return applied > 0
+
+    async def _catch_up(self, partition: int, until: int, context: EventT,
+                        sent: list[asyncio.Future]) -> None:
+        """Re-apply the records of `partition` after its checkpoint and before offset
+        `until` (committed by the consumer group, not reflected by the state), persisting
+        as it goes."""
+        part = self.partitions[partition]
+        if self.bootstrap is None:
+            raise InfraError(f"risk partition {partition}: state reflects input up to "
+                             f"{part.through}, the consumer is at {until}, and no broker to "
+                             "read the inputs in between from")
+        log.warning("risk partition %d: state reflects input up to offset %d, the consumer "
+                    "resumes at %d: re-applying %d inputs from %s", partition, part.through,
+                    until, until - part.through - 1, self.topic)
+        reader = RangeReader(self.bootstrap, self.topic, partition, part.through + 1, until)
+        try:
+            while not reader.done and self.partitions.get(partition) is part:
+                records = await asyncio.to_thread(reader.read, CATCH_UP_CHUNK)
+                decoded: dict[bytes, RiskInput | CodecError] = {}
+                for record in records:
+                    self._apply(partition, part, record.value, None, record, decoded, sent)
+                    part.through = record.offset
+                part.through = max(part.through, reader.next_offset - 1)
+                await _delivered(sent)
+                await self._persist([(partition, context)])
+        finally:
+            reader.close()
+
+    def _apply(self, partition: int, part: _Partition, value: bytes, event: EventT | None,
+               record: LogRecord | None, decoded: dict[bytes, RiskInput | CodecError],
+               sent: list[asyncio.Future]) -> None:
+        """Apply one input (a Faust `event`, or a `record` read back) and send what it
+        causes, adding the futures of the sends to `sent`."""
+        item = _decode_once(value, decoded)
+        if isinstance(item, CodecError):
+            sent.append(self._dead_letter(event, record, item.reason, str(item)))
+            return
+        report = item.body
+        if isinstance(report, ExecutionReport) and not self.reports.authentic(report):
+            sent.append(self._dead_letter(
+                event, record, "forged_report", f"signature of report {report.report_id} "
+                f"(command {report.command_id}) does not verify", report.executed_at))
+            return
+        started = time.perf_counter()
+        try:
+            emitted = part.engine.apply(item)
+        except DomainError as exc:
+            sent.append(self._dead_letter(event, record, exc.reason, exc.detail,
+                                          _event_time(item)))
+            return
+        finally:
+            applied = time.perf_counter()
+            self._applying += applied - started
+            price = item.body
+            if self.gate is not None and isinstance(price, ConsensusPrice):
+                self.gate.applied(price.asset, price.sequence, partition)
+        if emitted:
+            input_ms = record_ms(event) if event is not None else None
+            tick_ms = header_tick_ms(event) if event is not None else None
+            for command in emitted:
+                sent.append(self._send(command, event, record))
+                if event is not None:
                     observe_hop("risk_input_to_command", input_ms)
                     observe_hop("tick_to_command", tick_ms)
-                sending += time.perf_counter() - applied
-        RISK_STEP_SECONDS.labels("apply").inc(applying)
-        RISK_STEP_SECONDS.labels("send").inc(sending)
+            self._sending += time.perf_counter() - applied
+
+    def _dead_letter(self, event: EventT | None, record: LogRecord | None, reason: str,
+                     detail: str, event_time: int = -1) -> asyncio.Future:
+        if event is not None:
+            return self.dead_letters.send(event, reason, detail, event_time)
+        assert record is not None
+        return self.dead_letters.send_raw(record.topic, record.partition, record.offset,
+                                          record.key, record.value, reason, detail,
+                                          event_time)
+
+    async def _persist(self, partitions: Sequence[tuple[int, EventT]]) -> None:
+        """Write what changed in each of `partitions` (with an event of the partition,
+        current for the writes), preceded by a checkpoint naming the state being written;
+        wait until the changelogs have it, then write the partitions' checkpoints.
+
+        So a checkpoint never vouches for an entry that is only in the local RocksDB files
+        (a worker restarted on a fresh data directory would not find it, and one restarted
+        on the same directory would keep it but never send it to the changelog again)."""
         started = time.perf_counter()
-        with event_context(events[-1]):
+        # a partition revoked while the batch was applied is not persisted: its next owner
+        # resumes from its last checkpoint
+        owned = [(partition, part, context) for partition, context in partitions
+                 if (part := self.partitions.get(partition)) is not None]
+        for partition, part, context in owned:
+            engine, digest = part.engine, part.digest
+            writes: list[tuple[TrackedTable, str, bytes, bytes]] = []
             for state in engine.take_dirty():
-                self.accounts[state.account_id.encode()] = encode(state)
+                writes.append((self.accounts, ACCOUNTS_TABLE, state.account_id.encode(),
+                               encode(state)))
             market = engine.take_market_state()
             if market is not None:
                 for entry in market.assets:
-                    self.market[market_key(partition, entry.asset)] = self._asset_bytes(entry)
-                self.market[market_key(partition)] = encode(replace(market, assets=[]))
+                    writes.append((self.market, MARKET_TABLE, market_key(partition, entry.asset),
+                                   self._asset_bytes(entry)))
+                writes.append((self.market, MARKET_TABLE, market_key(partition),
+                               encode(replace(market, assets=[]))))
+            for _, table_name, key, raw in writes:
+                digest.set(table_name, key, raw)
+            with event_context(context):
+                # first the checkpoint naming the state being written, then its entries
+                self.market[checkpoint_key(partition)] = Checkpoint(
+                    *part.checkpointed, part.through, digest.value).encode()
+                for table, _, key, raw in writes:
+                    table[key] = raw
+        await _changelog_delivered(self.accounts)
+        await _changelog_delivered(self.market)
+        for partition, part, context in owned:
+            if self.partitions.get(partition) is not part:
+                continue
+            part.checkpointed = (part.through, part.digest.value)
+            with event_context(context):
+                self.market[checkpoint_key(partition)] = Checkpoint(*part.checkpointed).encode()
         RISK_STEP_SECONDS.labels("persist").inc(time.perf_counter() - started)
-        REVALUATIONS.inc(engine.counters.revaluations - revalued_before)
-
-    def _authentic(self, item: RiskInput, event: EventT) -> bool:
-        """False (and the input dead-lettered) for a report an executor did not sign."""
-        report = item.body
-        if not isinstance(report, ExecutionReport) or self.reports.authentic(report):
-            return True
-        self.dead_letters.send(event, "forged_report",
-                               f"signature of report {report.report_id} (command "
-                               f"{report.command_id}) does not verify", report.executed_at)
-        return False
 
     def _asset_bytes(self, entry: AssetMarket) -> bytes:
         """One asset's persisted quote and window; every partition applies the same prices,
@@ -197,20 +386,37 @@ class RiskProcessor:
         self._asset_cache[entry.asset] = (entry, raw)
         return raw
 
-    def _send(self, command: ScalingCommand, cause: EventT) -> None:
+    def _send(self, command: ScalingCommand, event: EventT | None,
+              record: LogRecord | None) -> asyncio.Future:
         topic = self.commands.get(command.chain)
         if topic is None:
-            self.dead_letters.send(cause, "unknown_chain",
-                                   f"command {command.command_id} for chain {command.chain!r},"
-                                   f" configured chains: {', '.join(self.commands)}")
-            return
+            return self._dead_letter(
+                event, record, "unknown_chain",
+                f"command {command.command_id} for chain {command.chain!r},"
+                f" configured chains: {', '.join(self.commands)}")
         signed = sign(command, self.settings.command_key)
         # the executor refuses a command on any other partition than its account's
         partition = account_partition(command.account_id,
                                       topic.partitions or self.settings.partitions)
-        topic.send_soon(key=command.account_id.encode(), value=encode(signed),
-                        partition=partition)
+        future = topic.send_soon(key=command.account_id.encode(), value=encode(signed),
+                                 partition=partition)
         COMMANDS.labels(command.reason.value, command.chain).inc()
+        return future
+
+
+async def _changelog_delivered(table: Mapping[bytes, bytes]) -> None:
+    """Wait for `table`'s changelog writes (a plain mapping, as in tests, has none)."""
+    if isinstance(table, TrackedTable):
+        await table.changelog_delivered()
+
+
+async def _delivered(sent: list[asyncio.Future]) -> None:
+    """Wait until the broker has acknowledged every send in `sent` (a failed send raises:
+    the agent fails and the worker stops before anything that depends on it is persisted)."""
+    if sent:
+        pending = [future for future in sent if future is not None]
+        sent.clear()
+        await asyncio.gather(*pending)
 
 
 def _decode_once(value: bytes, decoded: dict[bytes, RiskInput | CodecError]
@@ -237,13 +443,16 @@ def _event_time(item: RiskInput) -> int:
 
 def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
                  commands: dict[str, TopicT], dead_letters: TopicT,
-                 gate: PriceGate | None = None) -> RiskProcessor:
-    """Add the risk tables and agent to `app` (telling `gate` what it applied, if given)."""
+                 bootstrap: str | None = None, gate: PriceGate | None = None) -> RiskProcessor:
+    """Add the risk tables and agent to `app` (`bootstrap`: where the agent reads back
+    inputs its restored state does not reflect, see RiskProcessor; `gate`: told what the
+    agent applied)."""
     partitions = settings.partitions
-    accounts = app.Table(ACCOUNTS_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
-    market = app.Table(MARKET_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+    accounts = tracked_table(app, ACCOUNTS_TABLE, partitions)
+    market = tracked_table(app, MARKET_TABLE, partitions)
     processor = RiskProcessor(settings, accounts, market, commands,
-                              DeadLetterSink(dead_letters, STAGE), gate=gate)
+                              DeadLetterSink(dead_letters, STAGE), bootstrap=bootstrap,
+                              topic=risk_inputs.get_topic_name(), gate=gate)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:

@@ -55,5 +55,5 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     install_risk(app, settings, risk_inputs=risk_inputs,
                  commands={chain: topic(exec_commands(chain)) for chain in settings.chains},
-                 dead_letters=dead_letters, gate=gate)
+                 dead_letters=dead_letters, gate=gate, bootstrap=bootstrap)
     return app

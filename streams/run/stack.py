@@ -87,13 +87,25 @@ class Stack:
         """Start the archiver process (at a lower priority, see the module docstring)."""
         self._spawn("archiver", ["archiver"], web_port=free_port(), nice=ARCHIVER_NICE)
 
-    def start_worker(self, name: str = "worker") -> None:
-        """Start one pipeline worker process (several may run: they split the partitions)."""
-        self._spawn(name, ["worker"], web_port=free_port())
+    def start_worker(self, name: str = "worker", web_port: int | None = None) -> None:
+        """Start one pipeline worker process (several may run: they split the partitions).
 
-    def start_executor(self, chain: str) -> None:
-        """Start the executor process of `chain`."""
-        self._spawn(f"executor-{chain}", ["executor", "--chain", chain], web_port=free_port())
+        A process's local tables live in a data directory named after its web port: pass
+        the `web_port` of a previous process to restart on that process's data directory."""
+        self._spawn(name, ["worker"], web_port=web_port or free_port())
+
+    def start_executor(self, chain: str, web_port: int | None = None) -> None:
+        """Start the executor process of `chain` (`web_port`: as for `start_worker`)."""
+        self._spawn(f"executor-{chain}", ["executor", "--chain", chain],
+                    web_port=web_port or free_port())
+
+    def kill_process(self, name: str) -> None:
+        """SIGKILL one child (a crash: no flush, no commit, no cleanup) and forget it."""
+        for child in [c for c in self.children if c.name == name]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait(timeout=10)
+            self.children.remove(child)
 
     def _spawn(self, name: str, args: list[str], web_port: int, nice: int = 0) -> None:
         env = dict(os.environ)

@@ -210,7 +210,7 @@ def test_executor_executes_only_valid_signed_commands(data: st.DataObject) -> No
                                DeadLetterSink(dead, f"executor.{CHAIN}"), partitions=PARTITIONS)
     # on the partition the genuine commands belong to (another one is misrouted_command)
     home = account_partition(command().account_id, PARTITIONS)
-    executor.process(_events("exec.arbitrum.commands", values, home))
+    asyncio.run(executor.process(_events("exec.arbitrum.commands", values, home)))
     genuine = {decode(raw, ScalingCommand).command_id for raw in valid}
     executed = {decode(sent["value"], ExecutionReport).command_id for sent in reports.sent}
     assert executed <= genuine  # a mutated command never executes
