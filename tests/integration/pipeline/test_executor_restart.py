@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
 from streams.config import load_settings
@@ -41,6 +42,8 @@ def test_fresh_restart_executes_no_command_twice(tmp_path: Path) -> None:
               for i in range(COMMANDS)]
     ids = {c.command_id for c in signed}
     records = [(b"acct-1", encode(c)) for c in signed]
+    # the executor takes an account's commands only on the account's partition
+    home = account_partition("acct-1", settings.partitions)
 
     def reports(bootstrap: str, at_least: int) -> list[ExecutionReport]:
         def ours(messages: list) -> list[ExecutionReport]:
@@ -52,7 +55,7 @@ def test_fresh_restart_executes_no_command_twice(tmp_path: Path) -> None:
 
     with Stack(settings, tmp_path / "logs", archiver=False) as stack:
         bootstrap = stack.start_broker()
-        produce(bootstrap, exec_commands(CHAIN), records)
+        produce(bootstrap, exec_commands(CHAIN), records, home)
         stack.start_executor(CHAIN)
         first = {r.command_id: r for r in reports(bootstrap, COMMANDS)}
         assert set(first) == ids
@@ -61,7 +64,7 @@ def test_fresh_restart_executes_no_command_twice(tmp_path: Path) -> None:
         # fresh data directory (another web port): the table comes from the changelog only
         stack.start_executor(CHAIN)
         port = stack.child(f"executor-{CHAIN}").web_port
-        produce(bootstrap, exec_commands(CHAIN), records)  # every command delivered again
+        produce(bootstrap, exec_commands(CHAIN), records, home)  # every command delivered again
         again = reports(bootstrap, 2 * COMMANDS)  # the first run's and the restarted one's
         assert _executions(port) == 0, "the restarted executor executed commands again"
         assert all(r == first[r.command_id] for r in again)  # stored reports re-sent

@@ -28,6 +28,7 @@ from rocksdict import Options, Rdict
 
 from streams.app.partitioning import account_partition
 from streams.codecs import decode, encode
+from streams.codecs.signing import sign
 from streams.config import Settings, load_settings
 from streams.domain import AccountState, ConsensusPrice, PriceStatus, RiskInput, ScalingCommand
 from streams.executors.chains import load_chain_profiles
@@ -79,6 +80,9 @@ def _price(asset: str, start: float, step: int) -> ConsensusPrice:
                           1.0, ["test"], [], [], step + 1)
 
 
+REPORT_KEY = "restart-test-report-key"
+
+
 def _build_log(settings: Settings) -> Log:
     """The log, built by applying each entry to the partition's engine as it is appended
     (so the engines end as a replay of the log would)."""
@@ -102,7 +106,8 @@ def _build_log(settings: Settings) -> Log:
             for partition in range(PARTITIONS):
                 for command in append(partition, price):
                     commands.add(command.command_id)
-                    report = settlement.settle(command)
+                    # signed as an executor would: the worker applies only verified reports
+                    report = sign(settlement.settle(command), REPORT_KEY)
                     append(partition, RiskInput(EXECUTION_REPORTS, 0, reports, report))
                     reports += 1
     states = {s.account_id: s for engine in engines for s in engine.accounts()}
@@ -189,7 +194,8 @@ def test_sigkill_mid_batch_then_restart(log: Log, tmp_path: Path) -> None:
     """SIGKILL the worker once it has processed `KILLS[i][0]` inputs in its i-th run and
     restart it on its data directory or on a fresh one, let the last run drain the log;
     then compare with the replay."""
-    settings = load_settings({}, data_dir=tmp_path / "aps", partitions=PARTITIONS)
+    settings = load_settings({}, data_dir=tmp_path / "aps", partitions=PARTITIONS,
+                             report_key=REPORT_KEY)
     with Stack(settings, tmp_path / "logs", archiver=False) as stack:
         bootstrap = stack.start_broker()
         for partition, items in log.by_partition.items():
