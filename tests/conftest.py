@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,15 @@ def missing_component(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required component missing in CI: {reason}")
     pytest.skip(f"SKIPPED, component missing: {reason}")
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port another socket listens on (127.0.0.1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

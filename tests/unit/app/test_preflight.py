@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ from streams.config import Settings, load_settings
 from streams.errors import ConfigError, InfraError
 from streams.paths import INFRA_DIR
 from streams.topics import TopicSpec, topic_specs
-
-
-@pytest.fixture
-def listening() -> Iterator[int]:
-    """A port another socket listens on (127.0.0.1)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
-
 
 # --- data dir -----------------------------------------------------------------------------------
 
