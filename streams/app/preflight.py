@@ -6,6 +6,8 @@ ConfigError (the setting is wrong: the message names the variable and what to se
 InfraError (the broker does not answer: the message names the address), never a raw
 traceback and never a hang:
 
+- the signing keys are not the public development keys outside the embedded stack
+  (streams.config.check_keys), for the processes that sign or verify;
 - the data directory (APS_DATA_DIR) can be created and written;
 - the feeds file (APS_FEEDS_FILE) and the chains file (APS_CHAINS_FILE) can be read and
   parsed, for the processes that use them;
@@ -27,7 +29,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.config import Settings
+from streams.config import Settings, check_keys
 from streams.errors import ConfigError, InfraError
 from streams.infra.broker import client_config
 from streams.topics import TopicSpec, topic_specs
@@ -46,6 +48,7 @@ _RDKAFKA_LOG.propagate = False
 class Checks:
     """Which checks a command needs (the broker ones need a bootstrap address)."""
 
+    keys: bool = False
     data_dir: bool = True
     feeds: bool = False
     chains: bool = False
@@ -70,6 +73,8 @@ def preflight(settings: Settings, checks: Checks, bootstrap: str | None = None,
 
     Raises ConfigError or InfraError with a one-line message.
     """
+    if checks.keys:
+        check_keys(settings)
     if checks.data_dir:
         check_data_dir(settings.data_dir)
     if checks.feeds:

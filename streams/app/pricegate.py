@@ -19,7 +19,7 @@ publishes a newer one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from streams.app.metrics import CONFLATED, GATED
 
@@ -28,7 +28,7 @@ from streams.app.metrics import CONFLATED, GATED
 class _InFlight:
     sequence: int
     waiting: set[int]
-    held: tuple[int, Callable[[], None]] | None = field(default=None)
+    held: tuple[int, Callable[[], None]] | None = None
 
 
 class PriceGate:

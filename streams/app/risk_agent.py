@@ -136,11 +136,6 @@ class RiskProcessor:
         self._asset_cache: dict[str, tuple[AssetMarket, bytes]] = {}
         self._applying = self._sending = 0.0
 
-    @property
-    def engines(self) -> dict[int, PartitionEngine]:
-        """The engine of each partition in use."""
-        return {p: part.engine for p, part in self.partitions.items()}
-
     def forget(self, partitions: set[TP]) -> None:
         """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
         for tp in partitions:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from streams.config import Settings, check_keys, load_settings
+from streams.config import Settings, load_settings
 from streams.errors import APSError, ConfigError
 
 if TYPE_CHECKING:
@@ -54,15 +54,6 @@ def preflight_or_exit(settings: Settings, checks: Checks, bootstrap: str | None)
         fail("cannot start", exc, 1)
 
 
-def _production_keys(settings: Settings) -> None:
-    """Exit with one line (no traceback) if a development key is used outside the embedded
-    stack (streams.config.check_keys)."""
-    try:
-        check_keys(settings)
-    except ConfigError as exc:
-        fail("configuration error", exc, 2)
-
-
 def _signals_as_interrupt() -> None:
     """SIGINT and SIGTERM both raise KeyboardInterrupt, so cleanup always runs (SIGINT is
     set explicitly: a shell starting a background job makes it ignored)."""
@@ -94,8 +85,9 @@ def run(
     from streams.run.summary import print_summary
 
     settings = stack_settings(_settings(), partitions)
-    _production_keys(settings)  # its processes would refuse them on an external broker
-    preflight_or_exit(settings, Checks(feeds=True, chains=True), settings.kafka_bootstrap)
+    # keys: its processes would refuse the development ones on an external broker
+    preflight_or_exit(settings, Checks(keys=True, feeds=True, chains=True),
+                      settings.kafka_bootstrap)
     _signals_as_interrupt()
     options = RunOptions(accounts=accounts, seed=seed, duration_s=duration, speed=speed,
                          offline=offline)
@@ -122,10 +114,9 @@ def worker() -> None:
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
-    _production_keys(settings)
     changelogs = tuple(f"{APP_ID}-{table}-changelog" for table in (ACCOUNTS_TABLE, MARKET_TABLE))
-    preflight_or_exit(settings, Checks(feeds=True, web_port=True, extra_topics=changelogs),
-                      bootstrap)
+    preflight_or_exit(settings, Checks(keys=True, feeds=True, web_port=True,
+                                       extra_topics=changelogs), bootstrap)
     run_worker(create_worker_app(settings, bootstrap), settings)
 
 
@@ -143,11 +134,10 @@ def executor(chain: str = typer.Option(..., help="Chain whose commands to execut
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
-    _production_keys(settings)
     changelogs = tuple(f"{executor_app_id(chain)}-{table}-changelog"
                        for table in (EXECUTED_TABLE, CLOCK_TABLE, RATE_TABLE))
-    preflight_or_exit(settings, Checks(chains=True, web_port=True, extra_topics=changelogs),
-                      bootstrap)
+    preflight_or_exit(settings, Checks(keys=True, chains=True, web_port=True,
+                                       extra_topics=changelogs), bootstrap)
     try:
         app = create_executor_app(settings, bootstrap, chain)
     except ConfigError as exc:

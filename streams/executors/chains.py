@@ -64,15 +64,20 @@ class ChainProfiles:
         return {chain: p.settlement_ms for chain, p in sorted(self.by_chain.items())}
 
 
-def load_chain_profiles(path: Path | str) -> ChainProfiles:
-    """Parse and validate a chains file; raise ConfigError naming the first problem."""
-    path = Path(path)
+def read_chains_file(path: Path) -> dict[str, object]:
+    """The parsed TOML of a chains file; ConfigError if it is missing or not TOML."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"chains file {path} does not exist (APS_CHAINS_FILE)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"chains file {path} is not valid TOML: {exc}") from None
+
+
+def load_chain_profiles(path: Path | str) -> ChainProfiles:
+    """Parse and validate a chains file; raise ConfigError naming the first problem."""
+    path = Path(path)
+    raw = read_chains_file(path)
     unknown = sorted(set(raw) - {"chains", "default", "limits"})  # limits: executors.limits
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")

@@ -20,12 +20,12 @@ the executor accepted. Event time, not wall clock, so a replay decides the same.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from streams.domain import CommandAction, ScalingCommand
 from streams.errors import ConfigError
+from streams.executors.chains import read_chains_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +120,7 @@ def load_executor_limits(path: Path | str, chain: str) -> ExecutorLimits:
     """`chain`'s bounds from the ``[limits]`` table of a chains file (defaults if absent);
     raise ConfigError naming the first problem."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text()).get("limits", {})
-    except FileNotFoundError:
-        raise ConfigError(f"chains file {path} does not exist (APS_CHAINS_FILE)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"chains file {path} is not valid TOML: {exc}") from None
+    raw = read_chains_file(path).get("limits", {})
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: [limits] must be a table")
     shared = {k: v for k, v in raw.items() if not isinstance(v, dict)}
