@@ -14,7 +14,9 @@ Safety properties, in this order:
   entries, so a report on execution.reports always has its entry in the changelog: an
   executor restarted on a fresh data directory recovers every command it executed (with the
   end offsets counted from the records, streams.app.transport), and one restarted on its
-  own data directory has them in RocksDB. The lookup reads the partition the command
+  own data directory has them in RocksDB. A batch's commands are committed only once its
+  reports and dead letters are acknowledged too (streams.app.delivery), so a crash may
+  re-send a stored report, never lose one. The lookup reads the partition the command
   arrived on; since a command is only accepted on the one partition its signed account id
   maps to, that partition holds the record of every earlier execution of the id, whatever
   partition or key a copy is sent on;
@@ -28,8 +30,9 @@ Safety properties, in this order:
 from __future__ import annotations
 
 import struct
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Awaitable, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.types import EventT, TopicT
@@ -37,11 +40,12 @@ from faust.types import EventT, TopicT
 from streams.app.authenticity import SignatureCheck
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
+from streams.app.delivery import changelog_delivered, delivered
 from streams.app.factory import batch_agent, new_app, raw_topic
 from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
 from streams.app.partitioning import account_partition
-from streams.app.tables import TrackedTable, tracked_table
+from streams.app.tables import tracked_table
 from streams.clock import BoundedClock
 from streams.codecs import decode, encode
 from streams.codecs.signing import sign
@@ -85,9 +89,7 @@ class ExecutorState:
 
     async def delivered(self) -> None:
         """Wait until the changelogs have every write so far (tables that track them)."""
-        for table in (self.executed, self.clock, self.rate):
-            if isinstance(table, TrackedTable):
-                await table.changelog_delivered()
+        await changelog_delivered((self.executed, self.clock, self.rate))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +134,21 @@ class CommandExecutor:
         self.limits = limits or ExecutorLimits()
         self.clock = BoundedClock(self.limits.max_clock_lead_ms)
         self._clock_written: dict[int, int] = {}
+        self._sent: list[Awaitable[Any] | None] = []  # the current batch's sends
 
     async def process(self, events: Sequence[EventT]) -> None:
         """Handle one batch in order; send its reports once their entries are in the
         changelogs."""
         self._restore_clock()
+        self._sent = []
         reports = [handled for event in events if (handled := self._handle(event))]
         await self.state.delivered()
         for event, account, raw in reports:
-            self.reports.send_soon(key=account, value=raw)
+            self._sent.append(self.reports.send_soon(key=account, value=raw))
             observe_hop("command_to_report", record_ms(event))
         MESSAGES.labels(self.dead_letters.stage).inc(len(events))
+        # the commands are committed only once their reports and dead letters are sent
+        await delivered(self._sent)
 
     def _restore_clock(self) -> None:
         """Bring the clock up to what the assigned partitions recorded (after a restart or a
@@ -173,11 +179,11 @@ class CommandExecutor:
         try:
             command = decode(event.message.value, ScalingCommand)
         except CodecError as exc:
-            self.dead_letters.send(event, exc.reason, str(exc))
+            self._sent.append(self.dead_letters.send(event, exc.reason, str(exc)))
             return None
         refusal = self._refusal(command, event.message.partition)
         if refusal is not None:
-            self.dead_letters.send(event, *refusal, command.created_at)
+            self._sent.append(self.dead_letters.send(event, *refusal, command.created_at))
             return None
         return command
 

@@ -28,6 +28,7 @@ from streams.app.authenticity import SignatureCheck
 from streams.app.checkpoint import Checkpoint, StateDigest, checkpoint_key
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
+from streams.app.delivery import changelog_delivered, delivered
 from streams.app.factory import batch_agent
 from streams.app.latency import header_tick_ms, observe_hop, record_ms
 from streams.app.logreader import LogRecord, RangeReader
@@ -219,7 +220,7 @@ class RiskProcessor:
             if await self._process_partition(partition, partition_events, decoded, sent):
                 changed.append((partition, partition_events[-1]))
             await asyncio.sleep(0)
-        await _delivered(sent)
+        await delivered(sent)
         if changed:
             await self._persist(changed)
         MESSAGES.labels(STAGE).inc(len(events))
@@ -275,7 +276,7 @@ class RiskProcessor:
                     self._apply(partition, part, record.value, None, record, decoded, sent)
                     part.through = record.offset
                 part.through = max(part.through, reader.next_offset - 1)
-                await _delivered(sent)
+                await delivered(sent)
                 await self._persist([(partition, context)])
         finally:
             reader.close()
@@ -361,8 +362,7 @@ class RiskProcessor:
                     *part.checkpointed, part.through, digest.value).encode()
                 for table, _, key, raw in writes:
                     table[key] = raw
-        await _changelog_delivered(self.accounts)
-        await _changelog_delivered(self.market)
+        await changelog_delivered((self.accounts, self.market))
         for partition, part, context in owned:
             if self.partitions.get(partition) is not part:
                 continue
@@ -397,21 +397,6 @@ class RiskProcessor:
                                  partition=partition)
         COMMANDS.labels(command.reason.value, command.chain).inc()
         return future
-
-
-async def _changelog_delivered(table: Mapping[bytes, bytes]) -> None:
-    """Wait for `table`'s changelog writes (a plain mapping, as in tests, has none)."""
-    if isinstance(table, TrackedTable):
-        await table.changelog_delivered()
-
-
-async def _delivered(sent: list[asyncio.Future]) -> None:
-    """Wait until the broker has acknowledged every send in `sent` (a failed send raises:
-    the agent fails and the worker stops before anything that depends on it is persisted)."""
-    if sent:
-        pending = [future for future in sent if future is not None]
-        sent.clear()
-        await asyncio.gather(*pending)
 
 
 def _decode_once(value: bytes, decoded: dict[bytes, RiskInput | CodecError]

@@ -4,17 +4,21 @@ risk.inputs is the one ordered log per risk partition that the risk agent consum
 audit replays: an account's events and reports go to the account's partition, and the
 consensus agent copies every price to every partition, so each partition sees prices and
 account changes in one recorded order. Each entry carries its origin coordinates so
-duplicates (a re-run after a crash) are recognised downstream.
+duplicates (a re-run after a crash) are recognised downstream. A batch returns (and its
+input may be committed) only once the broker has every entry and dead letter it caused
+(streams.app.delivery): a crash can forward an input twice, never lose it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import faust
 from faust.types import EventT, TopicT
 
 from streams.app.deadletters import DeadLetterSink
+from streams.app.delivery import delivered
 from streams.app.factory import batch_agent
 from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import MESSAGES
@@ -42,26 +46,28 @@ class Sequencer:
         self.risk_inputs = risk_inputs
         self.dead_letters = dead_letters
 
-    def process(self, events: Sequence[EventT]) -> None:
-        """Forward one batch in order."""
-        for event in events:
-            self._forward(event)
+    async def process(self, events: Sequence[EventT]) -> None:
+        """Forward one batch in order; return once the broker has all of it."""
+        sent = [self._forward(event) for event in events]
         MESSAGES.labels(STAGE).inc(len(events))
+        await delivered(sent)
 
-    def _forward(self, event: EventT) -> None:
+    def _forward(self, event: EventT) -> Awaitable[Any] | None:
+        """Send the event's entry (or its dead letter); the future of the send."""
         message = event.message
         body_type = _BODY_TYPES[message.topic]
         try:
             body = decode(message.value, body_type)
         except CodecError as exc:
-            self.dead_letters.send(event, exc.reason, str(exc))
-            return
+            return self.dead_letters.send(event, exc.reason, str(exc))
         entry = encode_risk_input(message.topic, message.partition, message.offset, message.value)
         account_id = body.account_id
-        self.risk_inputs.send_soon(key=account_id.encode(), value=entry,
-                                   partition=account_partition(account_id, self.partitions))
+        future = self.risk_inputs.send_soon(
+            key=account_id.encode(), value=entry,
+            partition=account_partition(account_id, self.partitions))
         if isinstance(body, ExecutionReport):
             observe_hop("report_to_risk_input", record_ms(event))
+        return future
 
 
 def install_sequencer(app: faust.App, settings: Settings, *, sources: TopicT,

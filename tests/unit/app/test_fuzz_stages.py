@@ -3,8 +3,7 @@
 Whatever the bytes, a stage must turn each input into its normal output or a dead letter
 with a reason, and never raise (an exception kills the agent, and with it the worker).
 The stages are the real adapters (consensus, sequencer, risk, executor) with their real
-engines; only the Kafka side is replaced: events are plain objects with a message, topics
-collect what would be sent, tables are dicts.
+engines; only the Kafka side is replaced (tests.unit.app.fakes).
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,39 +37,12 @@ from streams.errors import CodecError
 from streams.executors import executor_for, load_chain_profiles
 from streams.scenario.bundled import bundled_scenario
 from streams.topics import ACCOUNT_EVENTS, EXECUTION_REPORTS, ORACLE_TICKS, RISK_INPUTS
+from tests.unit.app.fakes import FakeTopic, fake_events
 from tests.unit.factories import command
 
 SETTINGS = Settings()
 PARTITIONS = SETTINGS.partitions
 CHAIN = "arbitrum"
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: object
-    timestamp: float = 1_768_478_400.0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Event:
-    """What a stage reads of a Faust event (weak-referenceable, as Faust's events are)."""
-
-    message: _Message
-
-
-class _Topic:
-    """Collects what a stage sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def send_soon(self, **kwargs: Any) -> None:
-        self.sent.append(kwargs)
 
 
 @functools.cache
@@ -130,11 +100,6 @@ def _inputs(data: st.DataObject, valid: Sequence[bytes]) -> list[object]:
     return data.draw(st.lists(strategy, min_size=1, max_size=25))
 
 
-def _events(topic: str, values: Sequence[object], partition: int = 0) -> list[_Event]:
-    return [_Event(_Message(topic, partition, offset, b"key", value))
-            for offset, value in enumerate(values)]
-
-
 def _decodes(value: object, record_type: type) -> bool:
     try:
         decode(value, record_type)  # type: ignore[arg-type]
@@ -143,7 +108,7 @@ def _decodes(value: object, record_type: type) -> bool:
     return True
 
 
-def _letters(topic: _Topic) -> list[DeadLetter]:
+def _letters(topic: FakeTopic) -> list[DeadLetter]:
     return [decode(sent["value"], DeadLetter) for sent in topic.sent]
 
 
@@ -165,9 +130,9 @@ def _check(values: Sequence[object], record_type: type, letters: list[DeadLetter
 def test_consensus_never_raises_and_dead_letters_what_it_cannot_decode(data: st.DataObject
                                                                        ) -> None:
     values = _inputs(data, _valid_records()[ORACLE_TICKS])
-    prices, inputs, dead = _Topic(), _Topic(), _Topic()
+    prices, inputs, dead = FakeTopic(), FakeTopic(), FakeTopic()
     stage = ConsensusStage(SETTINGS, {}, prices, inputs, DeadLetterSink(dead, "consensus"))
-    stage.process(_events(ORACLE_TICKS, values))
+    asyncio.run(stage.process(fake_events(ORACLE_TICKS, values)))
     undecodable = [v for v in values if not _decodes(v, OracleObservation)]
     assert len(_letters(dead)) >= len(undecodable)
     assert len(inputs.sent) == PARTITIONS * len(prices.sent)
@@ -179,9 +144,9 @@ def test_sequencer_forwards_or_dead_letters_every_input(data: st.DataObject, top
                                                         ) -> None:
     record_type = AccountEvent if topic == ACCOUNT_EVENTS else ExecutionReport
     values = _inputs(data, _valid_records()[topic])
-    inputs, dead = _Topic(), _Topic()
-    Sequencer(PARTITIONS, inputs, DeadLetterSink(dead, "sequencer")).process(
-        _events(topic, values))
+    inputs, dead = FakeTopic(), FakeTopic()
+    asyncio.run(Sequencer(PARTITIONS, inputs, DeadLetterSink(dead, "sequencer")).process(
+        fake_events(topic, values)))
     # every input is forwarded or dead-lettered, exactly once
     assert len(inputs.sent) + len(_letters(dead)) == len(values)
     _check(values, record_type, _letters(dead), len(inputs.sent))
@@ -191,10 +156,10 @@ def test_sequencer_forwards_or_dead_letters_every_input(data: st.DataObject, top
 @given(st.data())
 def test_risk_stage_applies_or_dead_letters_every_input(data: st.DataObject) -> None:
     values = _inputs(data, _valid_records()[RISK_INPUTS])
-    commands = {chain: _Topic() for chain in SETTINGS.chains}
-    dead = _Topic()
+    commands = {chain: FakeTopic() for chain in SETTINGS.chains}
+    dead = FakeTopic()
     processor = RiskProcessor(SETTINGS, {}, {}, commands, DeadLetterSink(dead, "risk"))
-    asyncio.run(processor.process(_events(RISK_INPUTS, values)))
+    asyncio.run(processor.process(fake_events(RISK_INPUTS, values)))
     _check(values, RiskInput, _letters(dead), outputs=0, processed=lambda _: False)
 
 
@@ -203,14 +168,14 @@ def test_risk_stage_applies_or_dead_letters_every_input(data: st.DataObject) -> 
 def test_executor_executes_only_valid_signed_commands(data: st.DataObject) -> None:
     valid = _valid_records()["commands"]
     values = _inputs(data, valid)
-    reports, dead = _Topic(), _Topic()
+    reports, dead = FakeTopic(), FakeTopic()
     venue = executor_for(CHAIN, load_chain_profiles(SETTINGS.chains_file))
     keys = ExecutorKeys(SETTINGS.command_key, SETTINGS.report_key)
     executor = CommandExecutor(CHAIN, venue, keys, ExecutorState({}, {}, {}), reports,
                                DeadLetterSink(dead, f"executor.{CHAIN}"), partitions=PARTITIONS)
     # on the partition the genuine commands belong to (another one is misrouted_command)
     home = account_partition(command().account_id, PARTITIONS)
-    asyncio.run(executor.process(_events("exec.arbitrum.commands", values, home)))
+    asyncio.run(executor.process(fake_events("exec.arbitrum.commands", values, home)))
     genuine = {decode(raw, ScalingCommand).command_id for raw in valid}
     executed = {decode(sent["value"], ExecutionReport).command_id for sent in reports.sent}
     assert executed <= genuine  # a mutated command never executes
