@@ -38,19 +38,29 @@ class BoundedClock:
     two witnesses: when two consecutive events are both beyond the lead, the clock moves to
     the earlier of the two, and the second is judged against it. After such a quiet spell
     one command is refused; a lone future-dated event followed by ordinary ones never moves
-    the clock. The first event time a clock without history sees is accepted as it is.
+    the clock.
+
+    A clock without history (a new executor) takes the first event time it sees, but only
+    provisionally: until an event within the lead of the clock confirms it, an event more
+    than the lead behind it takes its place (the first was the outlier), so a future-dated
+    first command cannot make the ordinary ones after it expire. A restored clock is
+    confirmed.
     """
 
     def __init__(self, max_lead_ms: int, start_ms: int | None = None) -> None:
         self.max_lead_ms = max_lead_ms
         self._now = start_ms
+        self._confirmed = start_ms is not None
         self._ahead: int | None = None  # the previous event, if it was refused
 
     def admit(self, event_time_ms: int) -> int | None:
         """The clock's time after accepting `event_time_ms`, or None if it is refused."""
-        if self._now is None:
+        if self._now is None or (not self._confirmed
+                                 and event_time_ms < self._now - self.max_lead_ms):
             self._now = event_time_ms
-        elif event_time_ms > self._now + self.max_lead_ms and not self._witnessed(event_time_ms):
+        elif not self._confirmed and event_time_ms <= self._now + self.max_lead_ms:
+            self._confirmed = True
+        if event_time_ms > self._now + self.max_lead_ms and not self._witnessed(event_time_ms):
             return None
         self._ahead = None
         self._now = max(self._now, event_time_ms)
@@ -71,6 +81,7 @@ class BoundedClock:
         reached, e.g. read back from a changelogged table after a restart."""
         if self._now is None or event_time_ms > self._now:
             self._now = event_time_ms
+        self._confirmed = True
 
     def now(self) -> int | None:
         """The clock's time, epoch ms (None before any event)."""

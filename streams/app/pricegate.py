@@ -12,8 +12,8 @@ keeps only the newest price of that asset (the older one is superseded, counted 
 What the gate holds back is never in risk.inputs, so a replay of risk.inputs is exact: the
 log records what the risk stage saw. A worker that owns no risk.inputs partition (several
 workers, the consensus on another one) gates nothing. A price held when a worker dies is
-lost like a conflated one; the next observation of its asset (or the staleness review)
-publishes a newer one.
+not lost: the consensus stage stores what the gate holds with its state and offers it
+again on restart (streams.app.consensus_agent).
 """
 
 from __future__ import annotations

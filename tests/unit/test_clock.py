@@ -48,3 +48,21 @@ def test_restore_only_moves_forward() -> None:
     clock.restore(50_000)
     clock.restore(40_000)
     assert clock.now() == 50_000 and clock.admit(200_000) is None
+
+
+def test_a_future_dated_first_event_gives_way_to_the_ordinary_ones_after_it() -> None:
+    clock = BoundedClock(LEAD)
+    assert clock.admit(10 * 365 * 86_400_000) is not None  # a new executor's first command
+    assert clock.admit(1_000) == 1_000  # the outlier does not hold the clock
+    assert clock.admit(2_000) == 2_000
+    assert clock.admit(10 * 365 * 86_400_000) is None  # now confirmed: refused as any other
+
+
+def test_a_confirmed_or_restored_clock_does_not_go_back() -> None:
+    clock = BoundedClock(LEAD)
+    clock.admit(1_000_000)
+    clock.admit(1_010_000)  # confirms
+    assert clock.admit(1_000) == 1_010_000
+    restored = BoundedClock(LEAD)
+    restored.restore(1_000_000)
+    assert restored.admit(1_000) == 1_000_000
