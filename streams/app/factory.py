@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER_BATCH_BYTES = 512 * 1024
 PRODUCER_LINGER_S = 0.002
+SESSION_TIMEOUT_S = 6.0
 
 
 class ApsApp(faust.App):
@@ -61,10 +62,12 @@ def new_app(app_id: str, settings: Settings, bootstrap: str, *, web_port: int,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
-        # Tansu completes a group join after half the session timeout; Faust's 60 s default
-        # would make every start and rebalance wait 30 s.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0,
+        # Tansu completes a group join after half the session timeout (Faust's 60 s default
+        # would make every start and rebalance wait 30 s), and a process that died without
+        # leaving its group holds its partitions until the timeout: 6 s is how long a dead
+        # worker's accounts go unwatched before another one takes them over.
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=SESSION_TIMEOUT_S / 4,
         producer_acks=-1,
         # aiokafka builds one batch per partition at a time and a full batch blocks further
         # sends to that partition until it is on the wire; Faust's producer buffer sends in

@@ -267,7 +267,9 @@ class RiskProcessor:
         log.warning("risk partition %d: state reflects input up to offset %d, the consumer "
                     "resumes at %d: re-applying %d inputs from %s", partition, part.through,
                     until, until - part.through - 1, self.topic)
-        reader = RangeReader(self.bootstrap, self.topic, partition, part.through + 1, until)
+        # librdkafka calls block (even creating and closing a consumer): never on the loop
+        reader = await asyncio.to_thread(RangeReader, self.bootstrap, self.topic, partition,
+                                         part.through + 1, until)
         try:
             while not reader.done and self.partitions.get(partition) is part:
                 records = await asyncio.to_thread(reader.read, CATCH_UP_CHUNK)
@@ -279,7 +281,7 @@ class RiskProcessor:
                 await delivered(sent)
                 await self._persist([(partition, context)])
         finally:
-            reader.close()
+            await asyncio.to_thread(reader.close)
 
     def _apply(self, partition: int, part: _Partition, value: bytes, event: EventT | None,
                record: LogRecord | None, decoded: dict[bytes, RiskInput | CodecError],

@@ -27,16 +27,27 @@ UNREACHABLE = "127.0.0.1:1"
 BROKER_BOUND_S = 20.0
 
 
+def _environment(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment without its APS_* settings, plus `env`."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("APS_")}
+    full.update(env)
+    return full
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `aps args` with only `env` as APS_* settings."""
+    return subprocess.Popen([sys.executable, "-m", "streams", *args], env=_environment(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
 def aps(args: list[str], env: dict[str, str], timeout: float = 60.0
         ) -> tuple[int, str, float]:
     """Run `aps args` with only `env` as APS_* settings; (exit code, stderr, seconds)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("APS_")}
-    full.update(env)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "streams", *args], env=full,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    return proc.returncode, proc.stderr, time.monotonic() - started
+    proc = _start(args, env)
+    _, stderr = proc.communicate(timeout=timeout)
+    return proc.returncode, stderr, time.monotonic() - started
 
 
 def one_clear_line(stderr: str, *needles: str) -> str:
@@ -98,14 +109,23 @@ def test_a_web_port_in_use(command: list[str], env: dict[str, str], listening: i
     one_clear_line(stderr, f"APS_WEB_PORT {listening} is not free")
 
 
-@pytest.mark.parametrize("command", [WORKER, EXECUTOR, ["topics"], ["archiver"], ["run"]],
-                         ids=["worker", "executor", "topics", "archiver", "run"])
-def test_an_unreachable_broker_within_a_bounded_time(command: list[str],
-                                                     env: dict[str, str]) -> None:
-    code, stderr, seconds = aps(command, env)
-    assert code == 1
-    one_clear_line(stderr, f"cannot reach the Kafka broker at {UNREACHABLE}")
-    assert seconds < BROKER_BOUND_S
+def test_an_unreachable_broker_within_a_bounded_time(env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    """Every command that needs the broker gives up on it within the bound (the commands
+    run side by side: each spends its time waiting for the broker)."""
+    commands = {"worker": WORKER, "executor": EXECUTOR, "topics": ["topics"],
+                "archiver": ["archiver"], "run": ["run"]}
+    started = time.monotonic()
+    running = {name: _start(args, {**env, "APS_DATA_DIR": str(tmp_path / name)})
+               for name, args in commands.items()}
+    for name, proc in running.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 1, (name, stderr)
+        # what is wrong and what to do about it, and none of librdkafka's own errors
+        one_clear_line(stderr, f"cannot reach the Kafka broker at {UNREACHABLE}",
+                       "APS_KAFKA_BOOTSTRAP")
+        assert "%3|" not in stdout + stderr, name
+    assert time.monotonic() - started < BROKER_BOUND_S
 
 
 @pytest.mark.parametrize("command", [WORKER, EXECUTOR, ["topics"], ["run"]],

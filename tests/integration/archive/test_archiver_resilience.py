@@ -50,27 +50,6 @@ def aps_env(**values: str) -> dict[str, str]:
     return env
 
 
-def test_aps_archiver_gives_up_clearly_when_the_broker_is_unreachable(tmp_path: Path) -> None:
-    nothing = f"127.0.0.1:{free_port()}"  # no broker listens there
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from streams.cli import main; main()", "archiver"],
-        env=aps_env(APS_KAFKA_BOOTSTRAP=nothing, APS_DATA_DIR=str(tmp_path / "aps"),
-                    APS_WEB_PORT=str(free_port())),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = process.communicate(timeout=90)  # it used to wait forever
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 1, output
-    errors = [line for line in output.splitlines() if line.startswith("aps archiver:")]
-    assert len(errors) == 1, output
-    assert f"cannot reach the Kafka broker at {nothing}" in errors[0]
-    assert "APS_KAFKA_BOOTSTRAP" in errors[0]  # what to do about it
-    assert "%3|" not in output  # librdkafka's own connection errors are not printed
-
-
 def garbage(prefix: str) -> tuple[str, bytes, bytes]:
     """A message the archive keeps raw, keyed with `prefix`."""
     return "account.events", f"{prefix}garbage".encode(), b"\x00 not an APS message"

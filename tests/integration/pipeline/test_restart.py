@@ -1,13 +1,15 @@
 """The risk worker SIGKILLed in the middle of its batches and restarted, on the same data
 directory, on a fresh one, and on its own after losing a local write: the state it ends
-with is exactly what a replay of
-risk.inputs gives, and every command of the replay was emitted (none lost, none invented).
+with is exactly what a replay of risk.inputs gives, and every command of the replay was
+emitted (none lost, none invented).
 
-The log is written to risk.inputs up front (account events, consensus prices copied to
-every partition, and the execution report of each command right after the price that
-caused it, as the offline twin settles them), so the worker has a backlog and processes it
-in full batches; each kill lands while a batch is being applied or persisted. The final
-account states are read from the table's changelog after a clean stop.
+The log is written to risk.inputs (account events, consensus prices copied to every
+partition, and the execution report of each command right after the price that caused it,
+as the offline twin settles them), a part before each run starts, so every run has a
+backlog on every partition and processes it in full batches. Each killed run is killed once
+its consumer group has committed, so the next one resumes from committed offsets its
+restored state may be behind or ahead of. The final account states are read from the
+table's changelog after a clean stop.
 """
 
 from __future__ import annotations
@@ -172,10 +174,10 @@ def _comparable(state: AccountState) -> AccountState:
                                          for name in REVALUED})
 
 
-# (inputs the run processes before it is killed, how it is restarted): on its data
-# directory, on a fresh one, or on its data directory after the loss of one local write
-# (the state no longer matches its checkpoint: discarded, the partition's log re-applied)
-KILLS = ((1, "same-dir"), (600, "fresh-dir"), (1, "lost-write"))
+# how each killed run is restarted: on its data directory, on a fresh one, or on its data
+# directory after the loss of one local write (the state no longer matches its checkpoint:
+# discarded, the partition's log re-applied)
+KILLS = ("same-dir", "fresh-dir", "lost-write")
 
 
 def _lose_a_write(datadir: Path) -> None:
@@ -191,28 +193,40 @@ def _lose_a_write(datadir: Path) -> None:
 
 
 def test_sigkill_mid_batch_then_restart(log: Log, tmp_path: Path) -> None:
-    """SIGKILL the worker once it has processed `KILLS[i][0]` inputs in its i-th run and
-    restart it on its data directory or on a fresh one, let the last run drain the log;
-    then compare with the replay."""
+    """SIGKILL the worker once its i-th run has committed and restart it as `KILLS[i]`
+    says, let the last run drain the log; then compare with the replay."""
     settings = load_settings({}, data_dir=tmp_path / "aps", partitions=PARTITIONS,
                              report_key=REPORT_KEY)
     with Stack(settings, tmp_path / "logs", archiver=False) as stack:
         bootstrap = stack.start_broker()
-        for partition, items in log.by_partition.items():
-            produce(bootstrap, RISK_INPUTS, [(str(i).encode(), encode(item))
-                                             for i, item in enumerate(items)], partition)
+        # each run gets a new part of the log before it starts (so every run has work on
+        # every partition): two fifths, then a fifth for each of the next three runs
+        records = {partition: [(str(i).encode(), encode(item)) for i, item in enumerate(items)]
+                   for partition, items in log.by_partition.items()}
+
+        def produce_part(run: int) -> None:
+            for partition, items in records.items():
+                cuts = [0, *(len(items) * share // 5 for share in (2, 3, 4)), len(items)]
+                produce(bootstrap, RISK_INPUTS, items[cuts[run]:cuts[run + 1]], partition)
         port: int | None = None
-        for threshold, restart in KILLS:
+        for run, restart in enumerate(KILLS):
+            before = _committed(bootstrap)
+            produce_part(run)
             stack.start_worker(web_port=port)
             port = stack.child("worker").web_port
-            _wait(lambda port=port, threshold=threshold: _messages(port) >= threshold,
-                  stack, 90, f"{threshold} inputs")
+
+            def progressed(port: int = port, before: dict[int, int] = before) -> bool:
+                # killed once this run has processed input and committed: the next one
+                # resumes from the group's offsets
+                return _messages(port) > 0 and _committed(bootstrap) != before
+            _wait(progressed, stack, 90, "a commit")
             stack.kill_process("worker")
             if restart == "fresh-dir":
                 shutil.rmtree(settings.data_dir / f"worker-{port}")
                 port = None
             elif restart == "lost-write":
                 _lose_a_write(settings.data_dir / f"worker-{port}")
+        produce_part(len(KILLS))
         stack.start_worker(web_port=port)
         expected = {p: len(items) for p, items in log.by_partition.items()}
         _wait(lambda: _committed(bootstrap) == expected, stack, 120, "the end of the log")
