@@ -10,7 +10,9 @@ batching pays. There is no timer, so an idle agent costs nothing.
 
 Acknowledgement is Faust's: the events of a batch are acked after the agent has processed
 it and asks for the next one (the consumer commits acked offsets only); a batch whose
-processing raised is never acked.
+processing raised is never acked. The batch's messages are marked processed first: APS's
+consumer refuses to ack any other agent input (streams.app.transport, `_Consumer.ack`),
+such as one Faust skips during a rebalance.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class ReadyBatchStream(faust.Stream):
                 # (which goes down with the agent) reads it again when it restarts
                 yield batch
                 pending.clear()
+                mark_processed = getattr(self.app.consumer, "mark_processed", None)
+                if mark_processed is not None:  # APS's transport (streams.app.transport)
+                    mark_processed(event.message for event in batch)
                 for event in batch:
                     await self.ack(event)
                 ready.clear()

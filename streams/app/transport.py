@@ -28,12 +28,12 @@ watermark). `_Consumer.highwaters` reads the last batch back and counts its reco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
 from streams.app.logreader import end_offsets_from_records
 
@@ -64,8 +64,34 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (topic partition, offset) of the agent inputs a batch processed, about to be acked
+        self._processed: set[tuple[TP, int]] = set()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def mark_processed(self, messages: Iterable[Message]) -> None:
+        """Let `ack` take these messages: their batch was processed (see `ack`)."""
+        self._processed.update((message.tp, message.offset) for message in messages)
+
+    def ack(self, message: Message) -> bool:
+        """Faust's ack, for agent inputs only once their batch was processed.
+
+        Faust's stream acks a message it skips without handing it to the agent: one fetched
+        in an earlier consumer generation, or taken while flow control is suspended during a
+        rebalance (faust/streams.py, ``skipped_value``). Its offset then counts as done and
+        the next commit can pass it, so an input is committed that no stage processed (seen
+        as an executor that reported 599 of 600 commands after a restart, and a risk
+        partition whose consumer jumped 42 offsets ahead). Refused here, the skipped message
+        stays unacked; Faust seeks to the committed offsets when the rebalance completes
+        and delivers it again."""
+        key = (message.tp, message.offset)
+        if key not in self._processed and self.app.topics.acks_enabled_for(message.topic):
+            return False
+        self._processed.discard(key)
+        return super().ack(message)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets counted from the records themselves (see the module docstring).

@@ -45,9 +45,19 @@ def aps(args: list[str], env: dict[str, str], timeout: float = 60.0
         ) -> tuple[int, str, float]:
     """Run `aps args` with only `env` as APS_* settings; (exit code, stderr, seconds)."""
     started = time.monotonic()
-    proc = _start(args, env)
-    _, stderr = proc.communicate(timeout=timeout)
+    with _start(args, env) as proc:
+        _, stderr = _communicate(proc, timeout)
     return proc.returncode, stderr, time.monotonic() - started
+
+
+def _communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """(stdout, stderr) of `proc` once it exits; killed if it runs past `timeout`."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
 
 
 def one_clear_line(stderr: str, *needles: str) -> str:
@@ -119,7 +129,7 @@ def test_an_unreachable_broker_within_a_bounded_time(env: dict[str, str],
     running = {name: _start(args, {**env, "APS_DATA_DIR": str(tmp_path / name)})
                for name, args in commands.items()}
     for name, proc in running.items():
-        stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = _communicate(proc, 60)
         assert proc.returncode == 1, (name, stderr)
         # what is wrong and what to do about it, and none of librdkafka's own errors
         one_clear_line(stderr, f"cannot reach the Kafka broker at {UNREACHABLE}",
