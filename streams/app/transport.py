@@ -86,9 +86,11 @@ class _Consumer(faust_aiokafka.Consumer):
         as an executor that reported 599 of 600 commands after a restart, and a risk
         partition whose consumer jumped 42 offsets ahead). Refused here, the skipped message
         stays unacked; Faust seeks to the committed offsets when the rebalance completes
-        and delivers it again."""
+        and delivers it again. Nothing will ack this copy, so the rebalance's wait for
+        unacked messages (`wait_empty`) must not wait for it either."""
         key = (message.tp, message.offset)
         if key not in self._processed and self.app.topics.acks_enabled_for(message.topic):
+            self._unacked_messages.discard(message)
             return False
         self._processed.discard(key)
         return super().ack(message)

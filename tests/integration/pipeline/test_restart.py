@@ -203,11 +203,13 @@ def test_sigkill_mid_batch_then_restart(log: Log, tmp_path: Path) -> None:
         # every partition): two fifths, then a fifth for each of the next three runs
         records = {partition: [(str(i).encode(), encode(item)) for i, item in enumerate(items)]
                    for partition, items in log.by_partition.items()}
+        cuts = {partition: [0, *(len(items) * share // 5 for share in (2, 3, 4)), len(items)]
+                for partition, items in records.items()}
 
         def produce_part(run: int) -> None:
             for partition, items in records.items():
-                cuts = [0, *(len(items) * share // 5 for share in (2, 3, 4)), len(items)]
-                produce(bootstrap, RISK_INPUTS, items[cuts[run]:cuts[run + 1]], partition)
+                start, end = cuts[partition][run], cuts[partition][run + 1]
+                produce(bootstrap, RISK_INPUTS, items[start:end], partition)
         port: int | None = None
         for run, restart in enumerate(KILLS):
             before = _committed(bootstrap)
