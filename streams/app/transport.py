@@ -28,7 +28,8 @@ watermark). `_Consumer.highwaters` reads the last batch back and counts its reco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Set
 from typing import Any, ClassVar
 
 import aiokafka
@@ -68,6 +69,8 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         # (topic partition, offset) of the agent inputs a batch processed, about to be acked
         self._processed: set[tuple[TP, int]] = set()
+        # offsets of agent inputs `ack` refused per partition: no commit may pass them
+        self._refused: defaultdict[TP, set[int]] = defaultdict(set)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -85,15 +88,51 @@ class _Consumer(faust_aiokafka.Consumer):
         the next commit can pass it, so an input is committed that no stage processed (seen
         as an executor that reported 599 of 600 commands after a restart, and a risk
         partition whose consumer jumped 42 offsets ahead). Refused here, the skipped message
-        stays unacked; Faust seeks to the committed offsets when the rebalance completes
-        and delivers it again. Nothing will ack this copy, so the rebalance's wait for
+        stays unacked, and no commit passes it (`_new_offset`); Faust seeks to the committed
+        offsets when the rebalance completes and delivers it again. Nothing will ack this copy, so the rebalance's wait for
         unacked messages (`wait_empty`) must not wait for it either."""
-        key = (message.tp, message.offset)
-        if key not in self._processed and self.app.topics.acks_enabled_for(message.topic):
+        tp, offset = message.tp, message.offset
+        if (tp, offset) not in self._processed and self.app.topics.acks_enabled_for(
+                message.topic):
             self._unacked_messages.discard(message)
+            if offset not in self._acked_index[tp]:  # else a processed copy is acked
+                self._refused[tp].add(offset)
             return False
-        self._processed.discard(key)
+        self._processed.discard((tp, offset))
+        self._refused[tp].discard(offset)
         return super().ack(message)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's next offset to commit for `tp`, never past an input `ack` refused.
+
+        Faust commits the first run of consecutive acked offsets, and checks it against
+        the committed offset only when one is known and not 0, with an off-by-one (a single
+        unacked message at the head is passed): a refused input followed by processed ones
+        would be committed past. Acked offsets at or after the first refused one are held
+        back here until the refused input is delivered again and processed."""
+        refused = self._refused.get(tp)
+        committed = self._committed_offset[tp]
+        if refused and committed is not None:
+            refused.difference_update([o for o in refused if o < committed])  # done already
+        if not refused:
+            return super()._new_offset(tp)
+        first = min(refused)
+        acked = self._acked[tp]
+        held = [offset for offset in acked if offset >= first]
+        acked[:] = [offset for offset in acked if offset < first]
+        try:
+            return super()._new_offset(tp) if acked else None
+        finally:
+            acked.extend(held)
+            acked.sort()
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        """Faust's revocation; refused inputs of a revoked partition are no longer ours
+        (its next owner, or this consumer after it is assigned again, starts from the
+        committed offset)."""
+        for tp in revoked:
+            self._refused.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets counted from the records themselves (see the module docstring).

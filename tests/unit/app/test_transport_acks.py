@@ -4,6 +4,7 @@ flow control suspended) stays unacked, so no commit passes an input no stage pro
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faust.transport.consumer import ConsumerMessage
@@ -53,3 +54,44 @@ def test_messages_of_topics_without_acks_pass_through() -> None:
                             tp=TP("aps-risk-accounts-changelog", 0))
     other.ack(consumer)
     assert other.acked
+
+
+def test_no_commit_passes_a_refused_input() -> None:
+    consumer = _consumer()
+    first, *later = _messages(4)
+    assert first.ack(consumer) is False  # skipped by the stream
+    consumer.mark_processed(later)
+    assert all(message.ack(consumer) for message in later)
+    # Faust alone would commit 4 here: no committed offset is known, so it checks no gap
+    assert consumer._new_offset(PARTITION) is None
+    again = _messages(1)[0]  # delivered again from the committed offset, then processed
+    consumer.mark_processed([again])
+    assert again.ack(consumer)
+    assert consumer._new_offset(PARTITION) == 4
+
+
+def test_a_refused_input_behind_the_committed_offset_holds_nothing_back() -> None:
+    consumer = _consumer()
+    consumer._committed_offset[PARTITION] = 2
+    stale, _, head, after = _messages(4)
+    assert stale.ack(consumer) is False  # an old copy of an input committed already
+    consumer.mark_processed([head, after])
+    assert head.ack(consumer) and after.ack(consumer)
+    assert consumer._new_offset(PARTITION) == 4
+
+
+def test_a_single_refused_input_at_the_committed_offset_is_not_passed() -> None:
+    consumer = _consumer()
+    consumer._committed_offset[PARTITION] = 2
+    _, _, head, after = _messages(4)
+    assert head.ack(consumer) is False
+    consumer.mark_processed([after])
+    assert after.ack(consumer)
+    assert consumer._new_offset(PARTITION) is None  # Faust's own check lets 4 through
+
+
+def test_a_revoked_partition_forgets_its_refused_inputs() -> None:
+    consumer = _consumer()
+    assert _messages(1)[0].ack(consumer) is False
+    asyncio.run(consumer.on_partitions_revoked({PARTITION}))
+    assert PARTITION not in consumer._refused
