@@ -89,8 +89,9 @@ class _Consumer(faust_aiokafka.Consumer):
         as an executor that reported 599 of 600 commands after a restart, and a risk
         partition whose consumer jumped 42 offsets ahead). Refused here, the skipped message
         stays unacked, and no commit passes it (`_new_offset`); Faust seeks to the committed
-        offsets when the rebalance completes and delivers it again. Nothing will ack this copy, so the rebalance's wait for
-        unacked messages (`wait_empty`) must not wait for it either."""
+        offsets when the rebalance completes and delivers it again. Nothing will ack this
+        copy, so the rebalance's wait for unacked messages (`wait_empty`) must not wait for
+        it either."""
         tp, offset = message.tp, message.offset
         if (tp, offset) not in self._processed and self.app.topics.acks_enabled_for(
                 message.topic):
