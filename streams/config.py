@@ -41,6 +41,9 @@ class Settings:
     web_port: int = 6066
     log_level: str = "warn"
     fetch_wait_ms: int = 20
+    # how long the risk stage may hold applied inputs before it persists their state
+    # (streams.app.risk_agent); 0 persists after every batch
+    risk_persist_ms: int = 200
     # names of the fields set explicitly (from APS_* variables or overrides), so a tool can
     # tell "the default" from "asked for"
     given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
@@ -88,6 +91,7 @@ _ENV = {
     "APS_WEB_PORT": "web_port",
     "APS_LOG_LEVEL": "log_level",
     "APS_FETCH_WAIT_MS": "fetch_wait_ms",
+    "APS_RISK_PERSIST_MS": "risk_persist_ms",
 }
 
 
@@ -110,6 +114,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         raise ConfigError("APS_PARTITIONS must be >= 1")
     if settings.fetch_wait_ms < 1:
         raise ConfigError("APS_FETCH_WAIT_MS must be >= 1")
+    if settings.risk_persist_ms < 0:
+        raise ConfigError("APS_RISK_PERSIST_MS must be >= 0")
     return settings
 
 
@@ -136,7 +142,7 @@ def check_keys(settings: Settings) -> None:
 
 
 def _parse(var: str, name: str, raw: str) -> object:
-    if name in ("partitions", "web_port", "fetch_wait_ms"):
+    if name in ("partitions", "web_port", "fetch_wait_ms", "risk_persist_ms"):
         try:
             return int(raw)
         except ValueError:

@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import faust
@@ -103,6 +103,19 @@ class _Partition:
     checkpointed: tuple[int, int] = (-1, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One partition's persist step: the entries it writes, encoded when its inputs up to
+    offset `through` were applied (`context`: an event of the partition, current for the
+    writes)."""
+
+    partition: int
+    part: _Partition
+    context: EventT
+    through: int
+    writes: list[tuple[TrackedTable, str, bytes, bytes]]
+
+
 class RiskProcessor:
     """Owns one PartitionEngine per assigned partition of risk.inputs.
 
@@ -120,7 +133,8 @@ class RiskProcessor:
     def __init__(self, settings: Settings, accounts: TrackedTable, market: TrackedTable,
                  commands: dict[str, TopicT], dead_letters: DeadLetterSink,
                  config: EngineConfig | None = None, *, bootstrap: str | None = None,
-                 topic: str = RISK_INPUTS, gate: PriceGate | None = None) -> None:
+                 topic: str = RISK_INPUTS, gate: PriceGate | None = None,
+                 on_failure: Callable[[BaseException], object] | None = None) -> None:
         self.settings = settings
         self.accounts = accounts
         self.market = market
@@ -136,6 +150,18 @@ class RiskProcessor:
         self.valuations = SharedValuations()
         self._asset_cache: dict[str, tuple[AssetMarket, bytes]] = {}
         self._applying = self._sending = 0.0
+        self.persist_interval_s = settings.risk_persist_ms / 1000
+        self.on_failure = on_failure
+        # a persist takes its snapshot between two batches (`_lock`, held while a batch is
+        # applied) and persist steps store one at a time, in order (`_store_lock`)
+        self._lock = asyncio.Lock()
+        self._store_lock = asyncio.Lock()
+        # sends of applied inputs not known to be acknowledged yet, and per partition an
+        # event of its last applied batch not persisted yet (current for the writes)
+        self._sent: list[asyncio.Future] = []
+        self._unpersisted: dict[int, EventT] = {}
+        self._persist_timer: asyncio.Task | None = None
+        self._failure: BaseException | None = None
 
     def forget(self, partitions: set[TP]) -> None:
         """Drop engines of revoked partitions; they are rebuilt from the table if reassigned."""
@@ -202,31 +228,78 @@ class RiskProcessor:
         return part
 
     async def process(self, events: Sequence[EventT]) -> None:
-        """Apply one batch, partition by partition, in log order, then persist.
+        """Apply one batch, partition by partition, in log order; persist what changed
+        within APS_RISK_PERSIST_MS (at once when it is 0).
 
         Control goes back to the event loop between partitions so the other agents of the
         worker (the sequencer feeding execution reports back) are not starved by a backlog.
         The state is persisted (with its checkpoint) only once the broker has every command
-        and dead letter the batch caused.
+        and dead letter the inputs it reflects caused. Persisting once per interval rather
+        than after every batch keeps the broker's acknowledgements and the encoding of
+        account states off the path of the next price (in a fast market a batch is one
+        price, and every price changes most accounts): an account changed by ten prices in
+        the interval is encoded and written once. Inputs applied but not persisted yet may
+        be committed; a restarted worker re-applies them from risk.inputs (`_catch_up`).
         """
-        by_partition: dict[int, list[EventT]] = defaultdict(list)
-        for event in events:
-            by_partition[event.message.partition].append(event)
-        # a price is on every partition with the same bytes: decode it once per batch
-        decoded: dict[bytes, RiskInput | CodecError] = {}
-        sent: list[asyncio.Future] = []
-        changed: list[tuple[int, EventT]] = []
-        for partition, partition_events in sorted(by_partition.items()):
-            if await self._process_partition(partition, partition_events, decoded, sent):
-                changed.append((partition, partition_events[-1]))
-            await asyncio.sleep(0)
-        await delivered(sent)
-        if changed:
-            await self._persist(changed)
-        MESSAGES.labels(STAGE).inc(len(events))
-        RISK_STEP_SECONDS.labels("apply").inc(self._applying)
-        RISK_STEP_SECONDS.labels("send").inc(self._sending)
-        self._applying = self._sending = 0.0
+        if self._failure is not None:
+            raise self._failure
+        async with self._lock:
+            by_partition: dict[int, list[EventT]] = defaultdict(list)
+            for event in events:
+                by_partition[event.message.partition].append(event)
+            # a price is on every partition with the same bytes: decode it once per batch
+            decoded: dict[bytes, RiskInput | CodecError] = {}
+            for partition, partition_events in sorted(by_partition.items()):
+                if await self._process_partition(partition, partition_events, decoded,
+                                                 self._sent):
+                    self._unpersisted[partition] = partition_events[-1]
+                await asyncio.sleep(0)
+            MESSAGES.labels(STAGE).inc(len(events))
+            RISK_STEP_SECONDS.labels("apply").inc(self._applying)
+            RISK_STEP_SECONDS.labels("send").inc(self._sending)
+            self._applying = self._sending = 0.0
+        if self.persist_interval_s <= 0:
+            await self.flush()
+        elif self._sent or self._unpersisted:
+            self._schedule_persist()
+
+    async def flush(self) -> None:
+        """Persist everything applied so far: take its snapshot between two batches, wait
+        until the broker has every send of the inputs it reflects, then store it. Batches
+        go on being applied while it waits."""
+        async with self._store_lock:
+            async with self._lock:
+                sends = list(self._sent)
+                self._sent.clear()
+                snapshots = self._snapshot(list(self._unpersisted.items()))
+                self._unpersisted.clear()
+            await delivered(sends)
+            if snapshots:
+                await self._store(snapshots)
+
+    def _schedule_persist(self) -> None:
+        """Persist in APS_RISK_PERSIST_MS unless a persist is already due."""
+        if self._persist_timer is None or self._persist_timer.done():
+            self._persist_timer = asyncio.ensure_future(self._persist_later())
+            self._persist_timer.add_done_callback(self._persisted)
+
+    async def _persist_later(self) -> None:
+        # batches applied while a persist waits for the broker are left for the next round
+        while True:
+            await asyncio.sleep(self.persist_interval_s)
+            await self.flush()
+            if not (self._sent or self._unpersisted):
+                return
+
+    def _persisted(self, task: asyncio.Task) -> None:
+        """A failed persist (a send or changelog write the broker refused) stops the
+        stage: the next batch raises it, and `on_failure` stops the worker meanwhile."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self._failure = task.exception()
+        log.critical("risk stage: persisting failed: %r", self._failure)
+        if self.on_failure is not None:
+            self.on_failure(self._failure)
 
     async def _process_partition(self, partition: int, events: list[EventT],
                                  decoded: dict[bytes, RiskInput | CodecError],
@@ -257,8 +330,8 @@ class RiskProcessor:
     async def _catch_up(self, partition: int, until: int, context: EventT,
                         sent: list[asyncio.Future]) -> None:
         """Re-apply the records of `partition` after its checkpoint and before offset
-        `until` (committed by the consumer group, not reflected by the state), persisting
-        as it goes."""
+        `until` (committed by the consumer group, not reflected by the state); persisted
+        with the rest."""
         part = self.partitions[partition]
         if self.bootstrap is None:
             raise InfraError(f"risk partition {partition}: state reflects input up to "
@@ -278,8 +351,7 @@ class RiskProcessor:
                     self._apply(partition, part, record.value, None, record, decoded, sent)
                     part.through = record.offset
                 part.through = max(part.through, reader.next_offset - 1)
-                await delivered(sent)
-                await self._persist([(partition, context)])
+                self._unpersisted[partition] = context
         finally:
             await asyncio.to_thread(reader.close)
 
@@ -330,21 +402,18 @@ class RiskProcessor:
                                           record.key, record.value, reason, detail,
                                           event_time)
 
-    async def _persist(self, partitions: Sequence[tuple[int, EventT]]) -> None:
-        """Write what changed in each of `partitions` (with an event of the partition,
-        current for the writes), preceded by a checkpoint naming the state being written;
-        wait until the changelogs have it, then write the partitions' checkpoints.
-
-        So a checkpoint never vouches for an entry that is only in the local RocksDB files
-        (a worker restarted on a fresh data directory would not find it, and one restarted
-        on the same directory would keep it but never send it to the changelog again)."""
+    def _snapshot(self, partitions: Sequence[tuple[int, EventT]]) -> list[_Snapshot]:
+        """What each of `partitions` (with an event of the partition, current for the
+        writes) changed since its last persist, encoded now: the entries to write and the
+        last input they reflect. Revoked partitions are left out: their next owner resumes
+        from their last checkpoint."""
         started = time.perf_counter()
-        # a partition revoked while the batch was applied is not persisted: its next owner
-        # resumes from its last checkpoint
-        owned = [(partition, part, context) for partition, context in partitions
-                 if (part := self.partitions.get(partition)) is not None]
-        for partition, part, context in owned:
-            engine, digest = part.engine, part.digest
+        snapshots = []
+        for partition, context in partitions:
+            part = self.partitions.get(partition)
+            if part is None:
+                continue
+            engine = part.engine
             writes: list[tuple[TrackedTable, str, bytes, bytes]] = []
             for state in engine.take_dirty():
                 writes.append((self.accounts, ACCOUNTS_TABLE, state.account_id.encode(),
@@ -356,22 +425,41 @@ class RiskProcessor:
                                    self._asset_bytes(entry)))
                 writes.append((self.market, MARKET_TABLE, market_key(partition),
                                encode(replace(market, assets=[]))))
-            for _, table_name, key, raw in writes:
-                digest.set(table_name, key, raw)
-            with event_context(context):
-                # first the checkpoint naming the state being written, then its entries
-                self.market[checkpoint_key(partition)] = Checkpoint(
-                    *part.checkpointed, part.through, digest.value).encode()
-                for table, _, key, raw in writes:
-                    table[key] = raw
-        await changelog_delivered((self.accounts, self.market))
-        for partition, part, context in owned:
-            if self.partitions.get(partition) is not part:
-                continue
-            part.checkpointed = (part.through, part.digest.value)
-            with event_context(context):
-                self.market[checkpoint_key(partition)] = Checkpoint(*part.checkpointed).encode()
+            snapshots.append(_Snapshot(partition, part, context, part.through, writes))
         RISK_STEP_SECONDS.labels("persist").inc(time.perf_counter() - started)
+        return snapshots
+
+    async def _store(self, snapshots: Sequence[_Snapshot]) -> None:
+        """Write each snapshot's entries, preceded by a checkpoint naming the state being
+        written; wait until the changelogs have them, then write the partitions'
+        checkpoints.
+
+        So a checkpoint never vouches for an entry that is only in the local RocksDB files
+        (a worker restarted on a fresh data directory would not find it, and one restarted
+        on the same directory would keep it but never send it to the changelog again)."""
+        started = time.perf_counter()
+        owned = [snap for snap in snapshots if self.partitions.get(snap.partition) is snap.part]
+        for snap in owned:
+            digest = snap.part.digest
+            for _, table_name, key, raw in snap.writes:
+                digest.set(table_name, key, raw)
+            with event_context(snap.context):
+                # first the checkpoint naming the state being written, then its entries
+                self.market[checkpoint_key(snap.partition)] = Checkpoint(
+                    *snap.part.checkpointed, snap.through, digest.value).encode()
+                for table, _, key, raw in snap.writes:
+                    table[key] = raw
+        stored = time.perf_counter()
+        await changelog_delivered((self.accounts, self.market))
+        resumed = time.perf_counter()
+        for snap in owned:
+            if self.partitions.get(snap.partition) is not snap.part:
+                continue
+            snap.part.checkpointed = (snap.through, snap.part.digest.value)
+            with event_context(snap.context):
+                self.market[checkpoint_key(snap.partition)] = Checkpoint(
+                    *snap.part.checkpointed).encode()
+        RISK_STEP_SECONDS.labels("persist").inc(stored - started + time.perf_counter() - resumed)
 
     def _asset_bytes(self, entry: AssetMarket) -> bytes:
         """One asset's persisted quote and window; every partition applies the same prices,
@@ -434,7 +522,8 @@ def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
     market = tracked_table(app, MARKET_TABLE, partitions)
     processor = RiskProcessor(settings, accounts, market, commands,
                               DeadLetterSink(dead_letters, STAGE), bootstrap=bootstrap,
-                              topic=risk_inputs.get_topic_name(), gate=gate)
+                              topic=risk_inputs.get_topic_name(), gate=gate,
+                              on_failure=lambda exc: asyncio.ensure_future(app.crash(exc)))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set[TP], **_: object) -> None:

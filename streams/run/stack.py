@@ -121,6 +121,7 @@ class Stack:
             "APS_WEB_PORT": str(web_port),
             "APS_LOG_LEVEL": self.settings.log_level,
             "APS_FETCH_WAIT_MS": str(self.settings.fetch_wait_ms),
+            "APS_RISK_PERSIST_MS": str(self.settings.risk_persist_ms),
             "PYTHONUNBUFFERED": "1",
         })
         if self.settings.clickhouse_url:
