@@ -28,6 +28,8 @@ watermark). `_Consumer.highwaters` reads the last batch back and counts its reco
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
 from typing import Any, ClassVar
@@ -37,6 +39,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from streams.app.logreader import end_offsets_from_records
+
+log = logging.getLogger(__name__)
+
+# a partition read again from its expected offset is not read again for the same gap sooner
+REREAD_AFTER_S = 10.0
 
 # set on the class by `configure` before the app starts (one value per process)
 _fetch_wait_ms = 20
@@ -71,6 +78,12 @@ class _Consumer(faust_aiokafka.Consumer):
         self._processed: set[tuple[TP, int]] = set()
         # offsets of agent inputs `ack` refused per partition: no commit may pass them
         self._refused: defaultdict[TP, set[int]] = defaultdict(set)
+        # per partition, the next offset to commit: where the consumer was sought to, then
+        # what was last committed; nothing after it is committed before it is acked
+        self._expected: dict[TP, int] = {}
+        # (offset, when) of the last time a partition was read again from `_expected`
+        self._read_again_at: dict[TP, tuple[int, float]] = {}
+        self._seeks: set[asyncio.Future] = set()
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -104,28 +117,68 @@ class _Consumer(faust_aiokafka.Consumer):
         return super().ack(message)
 
     def _new_offset(self, tp: TP) -> int | None:
-        """Faust's next offset to commit for `tp`, never past an input `ack` refused.
+        """Faust's next offset to commit for `tp`, never past an input not processed.
 
         Faust commits the first run of consecutive acked offsets, and checks it against
         the committed offset only when one is known and not 0, with an off-by-one (a single
-        unacked message at the head is passed): a refused input followed by processed ones
-        would be committed past. Acked offsets at or after the first refused one are held
-        back here until the refused input is delivered again and processed."""
+        unacked message at the head is passed). So a commit could pass an input `ack`
+        refused, and inputs Faust dropped without delivering them to the stream at all
+        (seen after an executor restarted on a fresh data directory: 56 commands never
+        reached its agent, and the consumer committed past them). Here the run must start
+        at the offset the consumer was sought to or last committed (`_expected`), and stop
+        before the first refused input; a gap at the head is read again (`_read_again`)."""
+        acked = self._acked[tp]
+        expected = self._expected.get(tp)
+        if acked and expected is not None:
+            acked.sort()
+            if acked[0] < expected:  # copies of inputs committed already
+                stale = [offset for offset in acked if offset < expected]
+                acked[:len(stale)] = []
+                self._acked_index[tp].difference_update(stale)
+            if acked and acked[0] > expected:
+                self._read_again(tp, expected, acked[0])
+                return None
         refused = self._refused.get(tp)
         committed = self._committed_offset[tp]
         if refused and committed is not None:
             refused.difference_update([o for o in refused if o < committed])  # done already
         if not refused:
-            return super()._new_offset(tp)
-        first = min(refused)
-        acked = self._acked[tp]
-        held = [offset for offset in acked if offset >= first]
-        acked[:] = [offset for offset in acked if offset < first]
-        try:
-            return super()._new_offset(tp) if acked else None
-        finally:
-            acked.extend(held)
-            acked.sort()
+            new = super()._new_offset(tp)
+        else:
+            first = min(refused)
+            held = [offset for offset in acked if offset >= first]
+            acked[:] = [offset for offset in acked if offset < first]
+            try:
+                new = super()._new_offset(tp) if acked else None
+            finally:
+                acked.extend(held)
+                acked.sort()
+        if new is not None:
+            self._expected[tp] = new
+        return new
+
+    def _read_again(self, tp: TP, expected: int, first_acked: int) -> None:
+        """Seek `tp` back to `expected`: the inputs before `first_acked` were never
+        processed and nothing will deliver them otherwise (the stages drop the copies of
+        what they processed already). At most once per offset every few seconds."""
+        last = self._read_again_at.get(tp)
+        now = time.monotonic()
+        if last is not None and last[0] == expected and now - last[1] < REREAD_AFTER_S:
+            return
+        self._read_again_at[tp] = (expected, now)
+        log.warning("%s[%d]: inputs %d..%d were never processed and offset %d is acked: "
+                    "reading them again from %d", tp.topic, tp.partition, expected,
+                    first_acked - 1, first_acked, expected)
+        seeking = asyncio.ensure_future(self.seek(tp, expected))
+        self._seeks.add(seeking)  # the loop keeps only a weak reference to a task
+        seeking.add_done_callback(self._seeks.discard)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets; each is the partition's `_expected`."""
+        await super().perform_seek()
+        for tp, offset in list(self._read_offset.items()):
+            if offset is not None and self.app.topics.acks_enabled_for(tp.topic):
+                self._expected[tp] = offset
 
     async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         """Faust's revocation; refused inputs of a revoked partition are no longer ours
@@ -133,6 +186,8 @@ class _Consumer(faust_aiokafka.Consumer):
         committed offset)."""
         for tp in revoked:
             self._refused.pop(tp, None)
+            self._expected.pop(tp, None)
+            self._read_again_at.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:

@@ -95,3 +95,39 @@ def test_a_revoked_partition_forgets_its_refused_inputs() -> None:
     assert _messages(1)[0].ack(consumer) is False
     asyncio.run(consumer.on_partitions_revoked({PARTITION}))
     assert PARTITION not in consumer._refused
+
+
+def test_inputs_never_delivered_before_acked_ones_are_read_again_not_committed() -> None:
+    async def run() -> None:
+        consumer = _consumer()
+        sought: list[tuple[TP, int]] = []
+
+        async def seek(tp: TP, offset: int) -> None:
+            sought.append((tp, offset))
+        consumer.seek = seek
+        consumer._expected[PARTITION] = 0  # where the consumer was sought to
+        later = _messages(6)[3:]  # 0..2 never reached the stream
+        consumer.mark_processed(later)
+        assert all(message.ack(consumer) for message in later)
+        # Faust alone would commit 6 here: no committed offset is known
+        assert consumer._new_offset(PARTITION) is None
+        await asyncio.sleep(0)
+        assert sought == [(PARTITION, 0)]
+        assert consumer._new_offset(PARTITION) is None
+        await asyncio.sleep(0)
+        assert sought == [(PARTITION, 0)]  # not sought again for the same gap at once
+        again = _messages(3)  # delivered again and processed
+        consumer.mark_processed(again)
+        assert all(message.ack(consumer) for message in again)
+        assert consumer._new_offset(PARTITION) == 6
+        assert consumer._expected[PARTITION] == 6
+    asyncio.run(run())
+
+
+def test_copies_of_committed_inputs_do_not_move_the_commit_back() -> None:
+    consumer = _consumer()
+    consumer._expected[PARTITION] = 3
+    copies_and_new = _messages(5)[1:]  # 1 and 2 were committed already
+    consumer.mark_processed(copies_and_new)
+    assert all(message.ack(consumer) for message in copies_and_new)
+    assert consumer._new_offset(PARTITION) == 5
