@@ -10,10 +10,8 @@ Restart exactness. After every batch the stage stores one entry in the changelog
 ``consensus-state`` (`StoredConsensus`): the engine's snapshot, the offset of the last
 observation it reflects, and the prices the worker's price gate still holds back. The
 order within a batch is: send its prices and dead letters, wait until the broker has them,
-store the entry, wait until the changelog has it, and only then ack the batch (Faust
-commits the batch's offsets after that). The waiting and storing is the batch's deferred
-step (`ConsensusStage.apply`, streams.app.batching.defer_ack): the stage takes the next
-batch while the broker acknowledges the last one, and the steps complete in order. So:
+store the entry, wait until the changelog has it, and only then return (Faust commits the
+batch's offsets after that). So:
 
 - killed before the entry is stored: the observations are read again from the last commit
   and produce the same prices with the same sequences (the ones already in risk.inputs are
@@ -173,16 +171,8 @@ class ConsensusStage:
         self._engine = None
 
     async def process(self, events: Sequence[EventT]) -> None:
-        """`apply` one batch and wait for its `settle` step: return once the broker and
-        the changelog have all of it."""
-        await (await self.apply(events))
-
-    async def apply(self, events: Sequence[EventT]) -> Awaitable[None]:
-        """Run one batch in order and publish each asset's latest price; the step that
-        remains (wait until the broker has the batch's sends, store the entry reflecting
-        it, wait until the changelog has the entry) is returned, to be awaited before the
-        batch may be committed (the worker's agent takes the next batch meanwhile:
-        `factory.batch_agent`, ``deferred``). Steps must complete in order.
+        """Run one batch in order, publish each asset's latest price, persist the state;
+        return once the broker and the changelog have all of it (see the module docstring).
 
         A batch holds whatever observations queued while the previous one was processed:
         one when the stage keeps up. When it does not, only the last consensus price of
@@ -209,27 +199,16 @@ class ConsensusStage:
             self._offer(OutgoingPrice.of(price, cause))
         if computed > len(latest):
             CONFLATED.inc(computed - len(latest))
-        sent = list(self._sent)  # a held price the gate publishes later goes with the next
-        self._sent.clear()
-        stored: StoredConsensus | None = None
+        while self._sent:  # the gate may publish a held price while this waits
+            await delivered(self._sent)
         if fresh:
             self._through = fresh[-1].message.offset
-            # what is held now stays held in the entry: one the gate publishes before the
-            # entry is stored is offered again after a restart (a duplicate, dropped)
             stored = StoredConsensus(encode(engine.snapshot()), self._through,
                                      tuple(self._held.values()))
-        MESSAGES.labels(STAGE).inc(len(events))
-        return self._settle(sent, stored, fresh[-1] if fresh else None)
-
-    async def _settle(self, sent: list[Awaitable[Any] | None], stored: StoredConsensus | None,
-                      context: EventT | None) -> None:
-        """Wait until the broker has `sent`, then store `stored` (with `context`, the
-        batch's last event, current) and wait until the changelog has it."""
-        await delivered(sent)
-        if stored is not None and context is not None:
-            with event_context(context):
+            with event_context(fresh[-1]):
                 self.state[STATE_KEY] = stored.encode()
             await changelog_delivered((self.state,))
+        MESSAGES.labels(STAGE).inc(len(events))
 
     def _observe(self, engine: ConsensusEngine, event: EventT,
                  latest: dict[str, tuple[ConsensusPrice, EventT]]) -> int:
@@ -289,7 +268,6 @@ def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, pric
         if any(tp.topic == ticks.get_topic_name() for tp in revoked):
             stage.forget()
 
-    batch_agent(app, ticks, name="consensus", stage=STAGE, size=BATCH, process=stage.apply,
-                deferred=True)
+    batch_agent(app, ticks, name="consensus", stage=STAGE, size=BATCH, process=stage.process)
 
     return stage

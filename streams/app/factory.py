@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +122,10 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
 
 
 def batch_agent(app: faust.App, topic: TopicT, *, name: str, stage: str, size: int,
-                process: Callable[[Sequence[EventT]], Any], deferred: bool = False) -> None:
+                process: Callable[[Sequence[EventT]], Awaitable[None] | None]) -> None:
     """Add agent `name` to `app`: `process` gets `topic`'s events in batches of up to `size`,
     each as soon as nothing more is queued (`ReadyBatchStream.take_ready`), timed in the
-    aps_batch_seconds metric under `stage`; it may be a coroutine. With `deferred`, what it
-    returns is the batch's last step (an awaitable): the batch is acked once that step has
-    completed, while the agent already takes the next batch (`ReadyBatchStream.defer_ack`)."""
+    aps_batch_seconds metric under `stage`; it may be a coroutine."""
 
     async def consume(stream: StreamT) -> None:
         ready: Any = stream
@@ -136,8 +134,6 @@ def batch_agent(app: faust.App, topic: TopicT, *, name: str, stage: str, size: i
             with BATCH_SECONDS.labels(stage).time():
                 result = process(events)
                 if inspect.isawaitable(result):
-                    result = await result
-            if deferred:
-                ready.defer_ack(result)
+                    await result
 
     app.agent(topic, name=name)(consume)
