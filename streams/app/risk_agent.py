@@ -314,7 +314,7 @@ class RiskProcessor:
                 skipped += 1
                 continue
             if offset > part.through + 1:
-                await self._catch_up(partition, offset, event, sent)
+                await self._catch_up(partition, offset, sent)
                 if self.partitions.get(partition) is not part:
                     return False  # revoked meanwhile: the next owner resumes from its checkpoint
             self._apply(partition, part, event.message.value, event, None, decoded, sent)
@@ -327,11 +327,11 @@ class RiskProcessor:
         REVALUATIONS.inc(part.engine.counters.revaluations - revalued_before)
         return applied > 0
 
-    async def _catch_up(self, partition: int, until: int, context: EventT,
+    async def _catch_up(self, partition: int, until: int,
                         sent: list[asyncio.Future]) -> None:
         """Re-apply the records of `partition` after its checkpoint and before offset
         `until` (committed by the consumer group, not reflected by the state); persisted
-        with the rest."""
+        with the input at `until`, which the caller applies next."""
         part = self.partitions[partition]
         if self.bootstrap is None:
             raise InfraError(f"risk partition {partition}: state reflects input up to "
@@ -351,7 +351,6 @@ class RiskProcessor:
                     self._apply(partition, part, record.value, None, record, decoded, sent)
                     part.through = record.offset
                 part.through = max(part.through, reader.next_offset - 1)
-                self._unpersisted[partition] = context
         finally:
             await asyncio.to_thread(reader.close)
 

@@ -135,7 +135,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 stale = [offset for offset in acked if offset < expected]
                 acked[:len(stale)] = []
                 self._acked_index[tp].difference_update(stale)
-            if acked and acked[0] > expected:
+            if acked and acked[0] > expected and self._missing(tp, expected, acked[0]):
                 self._read_again(tp, expected, acked[0])
                 return None
         refused = self._refused.get(tp)
@@ -156,6 +156,17 @@ class _Consumer(faust_aiokafka.Consumer):
         if new is not None:
             self._expected[tp] = new
         return new
+
+    def _missing(self, tp: TP, start: int, end: int) -> bool:
+        """True if an offset in [start, end) was neither acked nor one Faust saw absent
+        from the log (a gap between two fetched records: a transaction marker, a compacted
+        record), which Faust counts as done."""
+        at = start
+        for interval in sorted(self._gap[tp].overlap(start, end), key=lambda i: i.begin):
+            if interval.begin > at:
+                return True
+            at = max(at, interval.end)
+        return at < end
 
     def _read_again(self, tp: TP, expected: int, first_acked: int) -> None:
         """Seek `tp` back to `expected`: the inputs before `first_acked` were never

@@ -131,3 +131,14 @@ def test_copies_of_committed_inputs_do_not_move_the_commit_back() -> None:
     consumer.mark_processed(copies_and_new)
     assert all(message.ack(consumer) for message in copies_and_new)
     assert consumer._new_offset(PARTITION) == 5
+
+
+def test_offsets_absent_from_the_log_are_not_a_gap_to_read_again() -> None:
+    consumer = _consumer()
+    consumer._expected[PARTITION] = 0
+    consumer._gap[PARTITION].addi(0, 3)  # what Faust records between two fetched records
+    later = _messages(6)[3:]
+    consumer.mark_processed(later)
+    assert all(message.ack(consumer) for message in later)
+    assert consumer._new_offset(PARTITION) == 6
+    assert PARTITION not in consumer._read_again_at
