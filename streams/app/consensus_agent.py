@@ -36,6 +36,7 @@ from typing import Any
 import faust
 from faust.types import EventT, TopicT
 
+from streams.app.batchsend import OutputTopic
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.delivery import changelog_delivered, delivered
@@ -132,8 +133,8 @@ class StoredConsensus:
 class ConsensusStage:
     """Runs observations through the engine restored from the state table."""
 
-    def __init__(self, settings: Settings, state: faust.Table, prices: TopicT,
-                 risk_inputs: TopicT, dead_letters: DeadLetterSink,
+    def __init__(self, settings: Settings, state: faust.Table, prices: OutputTopic,
+                 risk_inputs: OutputTopic, dead_letters: DeadLetterSink,
                  gate: PriceGate | None = None) -> None:
         self.feeds = load_feeds(settings.feeds_file)
         self.state = state
@@ -255,8 +256,8 @@ class ConsensusStage:
         observe_hop("price_to_risk_input", round(sent_ms))
 
 
-def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, prices: TopicT,
-                      risk_inputs: TopicT, dead_letters: TopicT,
+def install_consensus(app: faust.App, settings: Settings, *, ticks: TopicT, prices: OutputTopic,
+                      risk_inputs: OutputTopic, dead_letters: OutputTopic,
                       gate: PriceGate | None = None) -> ConsensusStage:
     """Add the consensus table and agent to `app` (publishing through `gate`, if given)."""
     state = tracked_table(app, STATE_TABLE, 1)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from faust.types import EventT, TopicT
+from faust.types import EventT
 from faust.types.tuples import FutureMessage
 
+from streams.app.batchsend import OutputTopic
 from streams.app.metrics import DEAD_LETTERS
 from streams.codecs import encode
 from streams.domain import DeadLetter
@@ -28,7 +29,7 @@ MAX_DETAIL_CHARS = 2000
 class DeadLetterSink:
     """Dead-letters events of one stage; the worker keeps going."""
 
-    def __init__(self, topic: TopicT, stage: str) -> None:
+    def __init__(self, topic: OutputTopic, stage: str) -> None:
         self.topic = topic
         self.stage = stage
 

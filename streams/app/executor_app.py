@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import EventT, TopicT
+from faust.types import EventT
 
 from streams.app.authenticity import SignatureCheck
+from streams.app.batchsend import OutputTopic
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.delivery import changelog_delivered, delivered
-from streams.app.factory import batch_agent, new_app, raw_topic
+from streams.app.factory import batch_agent, new_app, output_topic, raw_topic
 from streams.app.latency import observe_hop, record_ms
 from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
 from streams.app.partitioning import account_partition
@@ -120,7 +121,7 @@ class CommandExecutor:
     """
 
     def __init__(self, chain: str, executor: Executor, keys: ExecutorKeys,
-                 state: ExecutorState, reports: TopicT, dead_letters: DeadLetterSink, *,
+                 state: ExecutorState, reports: OutputTopic, dead_letters: DeadLetterSink, *,
                  partitions: int, limits: ExecutorLimits | None = None) -> None:
         self.chain = chain
         self.executor = executor
@@ -234,8 +235,8 @@ def create_executor_app(settings: Settings, bootstrap: str, chain: str) -> faust
                   datadir=settings.data_dir / f"executor-{chain}-{port}")
     counts = {spec.name: spec.partitions for spec in topic_specs(settings)}
     commands = raw_topic(app, exec_commands(chain), counts[exec_commands(chain)])
-    reports = raw_topic(app, EXECUTION_REPORTS, counts[EXECUTION_REPORTS])
-    dead_letters = raw_topic(app, DEAD_LETTER, counts[DEAD_LETTER])
+    reports = output_topic(app, EXECUTION_REPORTS, counts[EXECUTION_REPORTS])
+    dead_letters = output_topic(app, DEAD_LETTER, counts[DEAD_LETTER])
     state = ExecutorState(*(tracked_table(app, name, commands.partitions)
                             for name in (EXECUTED_TABLE, CLOCK_TABLE, RATE_TABLE)))
     stage = f"executor.{chain}"

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.app import transport
 from streams.app.batching import ReadyBatchStream
+from streams.app.batchsend import BatchedTopic, BatchSender
 from streams.app.latency import observe_batch_start
 from streams.app.metrics import BATCH_SECONDS, watch_gc
 from streams.config import Settings
@@ -35,6 +36,15 @@ class ApsApp(faust.App):
     Stopping makes the failure visible to whatever supervises the process, and a restarted
     worker reads the uncommitted input again.
     """
+
+    _batches: BatchSender | None = None
+
+    @property
+    def batches(self) -> BatchSender:
+        """The app's `BatchSender`: every stage output and table write goes through it."""
+        if self._batches is None:
+            self._batches = BatchSender(self)
+        return self._batches
 
     def _new_transport(self) -> TransportT:
         return transport.LowLatencyTransport(self.conf.broker_consumer, self, loop=self.loop)
@@ -119,6 +129,14 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
     """A topic whose keys and values are bytes (values are Avro single-object encoded)."""
     return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw",
                      internal=False)
+
+
+def output_topic(app: faust.App, name: str, partitions: int) -> BatchedTopic:
+    """A raw topic a stage sends to, through the app's `BatchSender` (one record batch per
+    partition per step instead of Faust's per-record producer buffer)."""
+    if not isinstance(app, ApsApp):
+        raise TypeError(f"output topics need an ApsApp, not {type(app).__name__}")
+    return BatchedTopic(raw_topic(app, name, partitions), app.batches)
 
 
 def batch_agent(app: faust.App, topic: TopicT, *, name: str, stage: str, size: int,

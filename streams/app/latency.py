@@ -4,7 +4,12 @@ Every record carries the wall-clock time its producer created it (the Kafka time
 A stage that consumes record A and produces record B observes ``now - timestamp(A)`` as
 the latency of the hop A -> B when it sends B. Prices written to risk.inputs also carry the
 Kafka timestamp of the oracle observation they came from in the header ``aps-tick-ts``, so
-the risk stage can observe the whole tick -> command path as well.
+the risk stage can observe the whole tick -> command path as well. A command carries the
+risk.inputs coordinates of the input whose application emitted it in the header
+``aps-input`` (``<partition>:<offset>``): that input, not the price its provenance names,
+is what the decision waited for (a command can be decided on an earlier quote once a later
+input settles fills or moves the watermark), and it is what both hops from the risk stage
+are measured from, here and by `aps run` (streams.run.hops).
 
 Hops (label `hop` of `aps_hop_seconds`):
 
@@ -31,6 +36,7 @@ from faust.types import EventT
 from prometheus_client import Gauge, Histogram
 
 TICK_TS_HEADER = "aps-tick-ts"
+INPUT_HEADER = "aps-input"
 
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -82,6 +88,25 @@ def header_tick_ms(event: EventT) -> int | None:
         if key == TICK_TS_HEADER and value:
             try:
                 return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def input_header(partition: int, offset: int) -> tuple[str, bytes]:
+    """The ``aps-input`` header of a command emitted by risk.inputs record (partition,
+    offset)."""
+    return INPUT_HEADER, f"{partition}:{offset}".encode()
+
+
+def parse_input_header(headers: Sequence[tuple[str, bytes | None]] | None
+                       ) -> tuple[int, int] | None:
+    """(partition, offset) of a command's ``aps-input`` header; None if absent or garbled."""
+    for key, value in headers or ():
+        if key == INPUT_HEADER and value:
+            partition, _, offset = value.decode("ascii", "replace").partition(":")
+            try:
+                return int(partition), int(offset)
             except ValueError:
                 return None
     return None

@@ -12,4 +12,9 @@ from aiokafka.partitioner import murmur2
 
 def account_partition(account_id: str, partitions: int) -> int:
     """Partition of `account_id` among `partitions` (same as Kafka's default partitioner)."""
-    return (murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions
+    return key_partition(account_id.encode(), partitions)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """Partition Kafka's default partitioner gives a record with `key` among `partitions`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -25,12 +25,13 @@ import faust
 from faust.types import TP, EventT, TopicT
 
 from streams.app.authenticity import SignatureCheck
+from streams.app.batchsend import OutputTopic
 from streams.app.checkpoint import Checkpoint, StateDigest, checkpoint_key
 from streams.app.context import event_context
 from streams.app.deadletters import DeadLetterSink
 from streams.app.delivery import changelog_delivered, delivered
 from streams.app.factory import batch_agent
-from streams.app.latency import header_tick_ms, observe_hop, record_ms
+from streams.app.latency import header_tick_ms, input_header, observe_hop, record_ms
 from streams.app.logreader import LogRecord, RangeReader
 from streams.app.metrics import (
     COMMANDS,
@@ -131,7 +132,7 @@ class RiskProcessor:
     """
 
     def __init__(self, settings: Settings, accounts: TrackedTable, market: TrackedTable,
-                 commands: dict[str, TopicT], dead_letters: DeadLetterSink,
+                 commands: Mapping[str, OutputTopic], dead_letters: DeadLetterSink,
                  config: EngineConfig | None = None, *, bootstrap: str | None = None,
                  topic: str = RISK_INPUTS, gate: PriceGate | None = None,
                  on_failure: Callable[[BaseException], object] | None = None) -> None:
@@ -385,8 +386,14 @@ class RiskProcessor:
         if emitted:
             input_ms = record_ms(event) if event is not None else None
             tick_ms = header_tick_ms(event) if event is not None else None
+            if event is not None:
+                offset = event.message.offset
+            else:
+                assert record is not None
+                offset = record.offset
+            trigger = input_header(partition, offset)
             for command in emitted:
-                sent.append(self._send(command, event, record))
+                sent.append(self._send(command, event, record, trigger))
                 if event is not None:
                     observe_hop("risk_input_to_command", input_ms)
                     observe_hop("tick_to_command", tick_ms)
@@ -470,8 +477,10 @@ class RiskProcessor:
         self._asset_cache[entry.asset] = (entry, raw)
         return raw
 
-    def _send(self, command: ScalingCommand, event: EventT | None,
-              record: LogRecord | None) -> asyncio.Future:
+    def _send(self, command: ScalingCommand, event: EventT | None, record: LogRecord | None,
+              trigger: tuple[str, bytes]) -> asyncio.Future:
+        """Sign `command` and send it to its chain's topic, on its account's partition, with
+        the header naming the input that emitted it (`trigger`)."""
         topic = self.commands.get(command.chain)
         if topic is None:
             return self._dead_letter(
@@ -483,7 +492,7 @@ class RiskProcessor:
         partition = account_partition(command.account_id,
                                       topic.partitions or self.settings.partitions)
         future = topic.send_soon(key=command.account_id.encode(), value=encode(signed),
-                                 partition=partition)
+                                 partition=partition, headers=[trigger])
         COMMANDS.labels(command.reason.value, command.chain).inc()
         return future
 
@@ -511,7 +520,7 @@ def _event_time(item: RiskInput) -> int:
 
 
 def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
-                 commands: dict[str, TopicT], dead_letters: TopicT,
+                 commands: Mapping[str, OutputTopic], dead_letters: OutputTopic,
                  bootstrap: str | None = None, gate: PriceGate | None = None) -> RiskProcessor:
     """Add the risk tables and agent to `app` (`bootstrap`: where the agent reads back
     inputs its restored state does not reflect, see RiskProcessor; `gate`: told what the

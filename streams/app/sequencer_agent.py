@@ -17,6 +17,7 @@ from typing import Any
 import faust
 from faust.types import EventT, TopicT
 
+from streams.app.batchsend import OutputTopic
 from streams.app.deadletters import DeadLetterSink
 from streams.app.delivery import delivered
 from streams.app.factory import batch_agent
@@ -41,7 +42,8 @@ _BODY_TYPES: dict[str, type] = {
 class Sequencer:
     """Turns source events into risk.inputs entries on the right partitions."""
 
-    def __init__(self, partitions: int, risk_inputs: TopicT, dead_letters: DeadLetterSink) -> None:
+    def __init__(self, partitions: int, risk_inputs: OutputTopic,
+                 dead_letters: DeadLetterSink) -> None:
         self.partitions = partitions
         self.risk_inputs = risk_inputs
         self.dead_letters = dead_letters
@@ -71,7 +73,7 @@ class Sequencer:
 
 
 def install_sequencer(app: faust.App, settings: Settings, *, sources: TopicT,
-                      risk_inputs: TopicT, dead_letters: TopicT) -> Sequencer:
+                      risk_inputs: OutputTopic, dead_letters: OutputTopic) -> Sequencer:
     """Add the sequencer agent to `app`."""
     sequencer = Sequencer(settings.partitions, risk_inputs, DeadLetterSink(dead_letters, STAGE))
 

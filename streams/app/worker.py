@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import faust
 
+from streams.app.batchsend import BatchedTopic
 from streams.app.consensus_agent import install_consensus
-from streams.app.factory import new_app, raw_topic
+from streams.app.factory import new_app, output_topic, raw_topic
 from streams.app.pricegate import PriceGate
 from streams.app.risk_agent import install_risk
 from streams.app.sequencer_agent import install_sequencer
@@ -41,19 +42,22 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
     def topic(name: str) -> faust.types.TopicT:  # type: ignore[name-defined]
         return raw_topic(app, name, counts[name])
 
-    dead_letters = topic(DEAD_LETTER)
+    def output(name: str) -> BatchedTopic:
+        return output_topic(app, name, counts[name])
+
+    dead_letters = output(DEAD_LETTER)
     risk_inputs = topic(RISK_INPUTS)
     # one price per asset in flight between the two stages (streams/app/pricegate.py)
     gate = PriceGate()
-    install_consensus(app, settings, ticks=topic(ORACLE_TICKS), prices=topic(ORACLE_PRICES),
-                      risk_inputs=risk_inputs, dead_letters=dead_letters, gate=gate)
+    install_consensus(app, settings, ticks=topic(ORACLE_TICKS), prices=output(ORACLE_PRICES),
+                      risk_inputs=output(RISK_INPUTS), dead_letters=dead_letters, gate=gate)
     install_sequencer(
         app, settings,
         sources=app.topic(ACCOUNT_EVENTS, EXECUTION_REPORTS,
                           key_serializer="raw", value_serializer="raw"),
-        risk_inputs=risk_inputs, dead_letters=dead_letters,
+        risk_inputs=output(RISK_INPUTS), dead_letters=dead_letters,
     )
     install_risk(app, settings, risk_inputs=risk_inputs,
-                 commands={chain: topic(exec_commands(chain)) for chain in settings.chains},
+                 commands={chain: output(exec_commands(chain)) for chain in settings.chains},
                  dead_letters=dead_letters, gate=gate, bootstrap=bootstrap)
     return app

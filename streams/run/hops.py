@@ -4,11 +4,19 @@ The run's monitor reads every topic and keeps, per record that matters, its Kafk
 timestamp (the producer's wall clock, ms) and the keys that link records of one decision:
 
     observation (event time) -> consensus price (asset, event time)
-      -> its entry on each risk.inputs partition -> command (account, provenance)
+      -> its entry on each risk.inputs partition -> command (header ``aps-input``)
       -> execution report (command id) -> the report's entry on risk.inputs
 
 A hop's latency is the difference of the two records' timestamps: what a user would get
 from the archive with SQL (docs/performance.md), computed here from the topics directly.
+
+A command is linked to the risk.inputs entry whose application emitted it (its
+``aps-input`` header, streams.app.latency), and through it to that price's observation.
+Its provenance names the quote it was priced on, which is usually that price but can be an
+earlier one: a later price of another asset settles fills or moves the watermark, and the
+accounts it frees are decided on their own asset's latest quote. Measured from that quote
+such a command would count the feedback loop (its fills' command -> report -> risk input)
+as decision latency; `stale_quotes` gives those commands' figures apart.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ class CommandStamp:
     partition: int  # risk partition of its account
     asset: str
     price_event_time: int
+    trigger: tuple[int, int] | None = None  # risk.inputs (partition, offset) that emitted it
 
 
 @dataclass
@@ -39,6 +48,9 @@ class HopRecords:
     ticks: dict[int, int] = field(default_factory=dict)          # event time -> first ts
     prices: dict[tuple[str, int], int] = field(default_factory=dict)  # (asset, event time)
     risk_prices: dict[tuple[int, str, int], int] = field(default_factory=dict)
+    # risk.inputs (partition, offset) of a price -> (ts, asset, event time)
+    risk_price_entries: dict[tuple[int, int], tuple[int, str, int]] = field(
+        default_factory=dict)
     commands: dict[str, CommandStamp] = field(default_factory=dict)
     reports: dict[str, int] = field(default_factory=dict)        # command id -> ts
     risk_reports: dict[str, int] = field(default_factory=dict)   # command id -> ts
@@ -81,10 +93,10 @@ def hop_latencies(records: HopRecords, partitions: int) -> list[HopStats]:
             price_to_input.append(max(e for e in entries if e is not None) - ts)
     input_to_command, tick_to_command, command_to_report, report_to_input = [], [], [], []
     for command_id, c in r.commands.items():
-        entry = r.risk_prices.get((c.partition, c.asset, c.price_event_time))
+        entry, event_time = _trigger(r, c)
         if entry is not None:
             input_to_command.append(c.ts - entry)
-        tick = r.ticks.get(c.price_event_time)
+        tick = r.ticks.get(event_time)
         if tick is not None:
             tick_to_command.append(c.ts - tick)
         report = r.reports.get(command_id)
@@ -96,3 +108,29 @@ def hop_latencies(records: HopRecords, partitions: int) -> list[HopStats]:
     series = (tick_to_price, price_to_input, input_to_command, tick_to_command,
               command_to_report, report_to_input)
     return [_stats(hop, values) for hop, values in zip(HOPS, series, strict=True)]
+
+
+def _trigger(records: HopRecords, command: CommandStamp) -> tuple[int | None, int]:
+    """(Kafka timestamp, event time) of the price entry on risk.inputs that emitted
+    `command`; without its header (or its entry), the entry of its provenance's price."""
+    if command.trigger is not None:
+        found = records.risk_price_entries.get(command.trigger)
+        if found is not None:
+            return found[0], found[2]
+    return (records.risk_prices.get((command.partition, command.asset,
+                                     command.price_event_time)), command.price_event_time)
+
+
+def stale_quotes(records: HopRecords) -> HopStats:
+    """Commands emitted by a later price than the quote they were priced on: their count and
+    the time from that quote's entry on risk.inputs to the command (hop ``quote_to_command``).
+    """
+    values = []
+    for c in records.commands.values():
+        trigger = records.risk_price_entries.get(c.trigger) if c.trigger else None
+        if trigger is None or trigger[1:] == (c.asset, c.price_event_time):
+            continue
+        quote = records.risk_prices.get((c.partition, c.asset, c.price_event_time))
+        if quote is not None:
+            values.append(c.ts - quote)
+    return _stats("quote_to_command", values)

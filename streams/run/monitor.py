@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streams.app.latency import parse_input_header
 from streams.app.partitioning import account_partition
 from streams.archive.archiver import archived_topics
 from streams.codecs import decode
@@ -155,7 +156,8 @@ class TopicMonitor:
                     for message in messages:
                         if message.error() is None:
                             self._record(message.topic(), message.value(),
-                                         message.timestamp()[1], message.partition())
+                                         message.timestamp()[1], message.partition(),
+                                         message.offset(), message.headers())
                             key = (message.topic(), message.partition())
                             self.figures.ends[key] = max(self.figures.ends.get(key, 0),
                                                          message.offset() + 1)
@@ -163,7 +165,8 @@ class TopicMonitor:
             log.exception("topic monitor failed")
             self.error = exc
 
-    def _record(self, topic: str, value: bytes | None, ts: int, partition: int) -> None:
+    def _record(self, topic: str, value: bytes | None, ts: int, partition: int,
+                offset: int = -1, headers: list[tuple[str, bytes]] | None = None) -> None:
         figures = self.figures
         figures.per_topic[topic] += 1
         if value is None:
@@ -176,7 +179,7 @@ class TopicMonitor:
                 prov = command.provenance
                 hops.commands[command.command_id] = CommandStamp(
                     ts, account_partition(command.account_id, self.partitions), prov.asset,
-                    prov.price_event_time)
+                    prov.price_event_time, parse_input_header(headers))
             elif topic == EXECUTION_REPORTS:
                 report = decode(value, ExecutionReport)
                 figures.reports[report.command_id] = report
@@ -191,6 +194,8 @@ class TopicMonitor:
                 if isinstance(body, ConsensusPrice):
                     HopRecords.first(hops.risk_prices, (partition, body.asset, body.event_time),
                                      ts)
+                    hops.risk_price_entries[(partition, offset)] = (ts, body.asset,
+                                                                    body.event_time)
                 elif isinstance(body, ExecutionReport):
                     HopRecords.first(hops.risk_reports, body.command_id, ts)
             elif topic == DEAD_LETTER:

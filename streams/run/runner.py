@@ -41,7 +41,7 @@ from streams.errors import InfraError
 from streams.executors.chains import load_chain_profiles
 from streams.infra.processes import cpu_seconds
 from streams.oracle.feeds import load_feeds
-from streams.run.hops import HopStats, hop_latencies
+from streams.run.hops import HopStats, hop_latencies, stale_quotes
 from streams.run.lag import group_behind
 from streams.run.metrics import (
     archive_lag_max,
@@ -118,6 +118,8 @@ class RunReport:
     breached: list[str]
     live_commands: set[str] = field(default_factory=set)
     hops: list[HopStats] = field(default_factory=list)
+    # commands emitted by a later price than their quote's, from that quote (streams.run.hops)
+    stale_quotes: HopStats | None = None
     stage_wait_max_s: dict[str, float] = field(default_factory=dict)
     # bucket bound of the worst lag while the market played (the book load excluded)
     market_wait_max_s: dict[str, float] = field(default_factory=dict)
@@ -373,4 +375,5 @@ def _report(scenario: Scenario, monitor: TopicMonitor, partitions: int) -> RunRe
             breached=sorted(a for a, s in accounts.items() if s.breached_maintenance),
             live_commands=set(f.commands),
             hops=hop_latencies(f.hops, partitions),
+            stale_quotes=stale_quotes(f.hops),
         )

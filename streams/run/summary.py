@@ -96,6 +96,13 @@ def print_summary(report: RunReport, console: Console) -> None:
         f"{len(report.commands_without_report)}"
     )
     console.print(_hop_table(report))
+    stale = report.stale_quotes
+    if stale is not None and stale.count:
+        console.print(
+            f"{stale.count} commands were emitted by a later price than the quote they were "
+            f"priced on (it settled fills or moved the event-time clock); counted from that "
+            f"quote's entry on risk.inputs instead: p50 {_ms(stale.p50)}, p99 "
+            f"{_ms(stale.p99)}, max {_ms(stale.max)} ms")
     if report.stage_wait_max_s:
         worst = ", ".join(f"{stage} {1000 * wait:.0f} ms"
                           for stage, wait in sorted(report.stage_wait_max_s.items()))

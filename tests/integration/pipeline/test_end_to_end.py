@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from streams.app.latency import parse_input_header
 from streams.archive.backends import open_archive
 from streams.codecs import decode
 from streams.config import Settings, load_settings
@@ -40,8 +41,11 @@ OPTIONS = RunOptions(accounts=80, duration_s=240, speed=6.0, drain_timeout_s=300
 class Captured:
     """Topics read before the stack stopped."""
 
-    risk_inputs: dict[int, list[RiskInput]] = dataclasses.field(default_factory=dict)
+    risk_inputs: dict[int, list[tuple[int, RiskInput]]] = dataclasses.field(
+        default_factory=dict)
     commands: list[ScalingCommand] = dataclasses.field(default_factory=list)
+    # command id -> the risk.inputs (partition, offset) its `aps-input` header names
+    triggers: dict[str, tuple[int, int] | None] = dataclasses.field(default_factory=dict)
     prices: list[ConsensusPrice] = dataclasses.field(default_factory=list)
 
 
@@ -57,9 +61,10 @@ def _capture(bootstrap: str, chains: tuple[str, ...], into: Captured) -> None:
         elif message.topic() == ORACLE_PRICES:
             into.prices.append(decode(message.value(), ConsensusPrice))
         else:
-            into.commands.append(decode(message.value(), ScalingCommand))
-    into.risk_inputs = {p: [item for _, item in sorted(items, key=lambda x: x[0])]
-                        for p, items in by_partition.items()}
+            command = decode(message.value(), ScalingCommand)
+            into.commands.append(command)
+            into.triggers[command.command_id] = parse_input_header(message.headers())
+    into.risk_inputs = {p: sorted(items, key=lambda x: x[0]) for p, items in by_partition.items()}
 
 
 @pytest.fixture
@@ -112,11 +117,16 @@ def test_bundled_scenario_end_to_end(outcome: tuple[RunReport, Captured, Setting
 
     # replaying each partition's ordered log through a fresh engine gives the same commands
     # (input the engine refuses is skipped, as the risk agent dead-letters it)
-    replayed = []
+    replayed, emitted_by = [], {}
     for partition in sorted(captured.risk_inputs):
         engine = PartitionEngine()
-        for item in captured.risk_inputs[partition]:
+        for offset, item in captured.risk_inputs[partition]:
             with contextlib.suppress(DomainError):
-                replayed += engine.apply(item)
+                commands = engine.apply(item)
+                replayed += commands
+                emitted_by.update({c.command_id: (partition, offset) for c in commands})
     live = {c.command_id: dataclasses.replace(c, signature="") for c in captured.commands}
     assert {c.command_id: c for c in replayed} == live
+
+    # each command names the input that emitted it (what its latency is measured from)
+    assert captured.triggers == emitted_by
