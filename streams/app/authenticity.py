@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from streams.app.metrics import KEY_MISMATCH
-from streams.codecs.signing import key_id, signature_key_id, verify
+from streams.codecs.signing import key_id, signature_key_id, verify, verify_encoded
 from streams.domain import ExecutionReport, ScalingCommand
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,12 @@ class SignatureCheck:
         self.signer = signer
         self.mismatch_reported = False
 
-    def authentic(self, record: ScalingCommand | ExecutionReport) -> bool:
-        """True if `record`'s signature verifies with our key; notes a key-id mismatch."""
-        if verify(record, self.key):
+    def authentic(self, record: ScalingCommand | ExecutionReport,
+                  encoded: bytes | None = None) -> bool:
+        """True if `record`'s signature verifies with our key (over `encoded`, the bytes it
+        was decoded from, when given); notes a key-id mismatch."""
+        if (verify(record, self.key) if encoded is None
+                else verify_encoded(record, encoded, self.key)):
             return True
         claimed = signature_key_id(record)
         if claimed is not None and claimed != self.key_id:

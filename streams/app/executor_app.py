@@ -48,8 +48,8 @@ from streams.app.metrics import DUPLICATES, EXECUTIONS, MESSAGES
 from streams.app.partitioning import account_partition
 from streams.app.tables import tracked_table
 from streams.clock import BoundedClock
-from streams.codecs import decode, encode
-from streams.codecs.signing import sign
+from streams.codecs import decode
+from streams.codecs.signing import sign_encoded
 from streams.config import Settings
 from streams.domain import ExecutionReport, ScalingCommand
 from streams.errors import CodecError, ConfigError
@@ -170,8 +170,8 @@ class CommandExecutor:
                 DUPLICATES.labels(self.dead_letters.stage).inc()
                 raw = stored
             else:
-                report = sign(self._decide(command, event.message.partition), self.report_key)
-                raw = self.state.executed[key] = encode(report)
+                report = self._decide(command, event.message.partition)
+                raw = self.state.executed[key] = sign_encoded(report, self.report_key)
                 EXECUTIONS.labels(self.chain, report.status.value).inc()
         return event, command.account_id.encode(), raw
 
@@ -182,15 +182,17 @@ class CommandExecutor:
         except CodecError as exc:
             self._sent.append(self.dead_letters.send(event, exc.reason, str(exc)))
             return None
-        refusal = self._refusal(command, event.message.partition)
+        refusal = self._refusal(command, event.message.partition, event.message.value)
         if refusal is not None:
             self._sent.append(self.dead_letters.send(event, *refusal, command.created_at))
             return None
         return command
 
-    def _refusal(self, command: ScalingCommand, partition: int) -> tuple[str, str] | None:
-        """(reason, detail) of a dead-lettered command, None if it is ours to execute."""
-        if not self.commands.authentic(command):
+    def _refusal(self, command: ScalingCommand, partition: int,
+                 encoded: bytes) -> tuple[str, str] | None:
+        """(reason, detail) of a dead-lettered command (decoded from `encoded`), None if it
+        is ours to execute."""
+        if not self.commands.authentic(command, encoded):
             return "forged_command", f"signature of command {command.command_id} does not verify"
         if command.chain != self.chain:
             return "wrong_chain", f"command for {command.chain} on the {self.chain} executor"

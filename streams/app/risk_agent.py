@@ -44,7 +44,7 @@ from streams.app.partitioning import account_partition
 from streams.app.pricegate import PriceGate
 from streams.app.tables import TrackedTable, tracked_table
 from streams.codecs import decode, encode
-from streams.codecs.signing import sign
+from streams.codecs.signing import sign_encoded
 from streams.config import Settings
 from streams.domain import (
     AccountState,
@@ -487,11 +487,11 @@ class RiskProcessor:
                 event, record, "unknown_chain",
                 f"command {command.command_id} for chain {command.chain!r},"
                 f" configured chains: {', '.join(self.commands)}")
-        signed = sign(command, self.settings.command_key)
+        signed = sign_encoded(command, self.settings.command_key)
         # the executor refuses a command on any other partition than its account's
         partition = account_partition(command.account_id,
                                       topic.partitions or self.settings.partitions)
-        future = topic.send_soon(key=command.account_id.encode(), value=encode(signed),
+        future = topic.send_soon(key=command.account_id.encode(), value=signed,
                                  partition=partition, headers=[trigger])
         COMMANDS.labels(command.reason.value, command.chain).inc()
         return future

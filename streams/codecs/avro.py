@@ -263,7 +263,7 @@ def decode(payload: bytes, cls: type[T]) -> T:
 
 # --- envelopes built from encoded bodies ------------------------------------------------------
 
-def _zigzag(value: int) -> bytes:
+def zigzag_long(value: int) -> bytes:
     """Avro's zig-zag varint encoding of an int or long."""
     n = (value << 1) ^ (value >> 63)
     out = bytearray()
@@ -310,5 +310,5 @@ def encode_risk_input(origin_topic: str, origin_partition: int, origin_offset: i
         writer = registry().by_fingerprint(body[2:HEADER_LEN])
         raise CodecError(f"{writer.name} cannot be the body of a risk input")
     topic = origin_topic.encode()
-    return b"".join((head, _zigzag(len(topic)), topic, _zigzag(origin_partition),
-                     _zigzag(origin_offset), _zigzag(position), body[HEADER_LEN:]))
+    return b"".join((head, zigzag_long(len(topic)), topic, zigzag_long(origin_partition),
+                     zigzag_long(origin_offset), zigzag_long(position), body[HEADER_LEN:]))

@@ -6,9 +6,20 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.codecs.signing import key_id, sign, signature_key_id, verify
-from streams.domain import CommandAction, ExecutionReport, ExecutionStatus
+from streams.codecs import decode, encode
+from streams.codecs.signing import (
+    key_id,
+    sign,
+    sign_encoded,
+    signature_key_id,
+    verify,
+    verify_encoded,
+)
+from streams.domain import CommandAction, ExecutionReport, ExecutionStatus, ScalingCommand
+from streams.errors import CodecError
 from tests.unit.factories import command
 
 KEY = "test-key"
@@ -73,3 +84,37 @@ def test_malformed_signatures_claim_no_key_id() -> None:
     for signature in ("", bare, "abc:def", f"{key_id(KEY)}:"):
         forged = dataclasses.replace(command(), signature=signature)
         assert signature_key_id(forged) is None and not verify(forged, KEY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["command", "report"]), st.text(max_size=40), st.text(min_size=1,
+                                                                              max_size=300),
+       st.floats(allow_nan=False, allow_infinity=False))
+def test_signing_the_encoding_equals_encoding_the_signed_record(kind: str, text: str,
+                                                                 key: str,
+                                                                 number: float) -> None:
+    record: ScalingCommand | ExecutionReport = (
+        dataclasses.replace(command(), account_id=text or "a", quantity=number)
+        if kind == "command" else dataclasses.replace(report(), reason=text, fee=number))
+    wire = sign_encoded(record, key)
+
+    assert wire == encode(sign(record, key))
+    decoded = decode(wire, type(record))
+    assert verify_encoded(decoded, wire, key)
+    assert not verify_encoded(decoded, wire, key + "x")
+
+
+@pytest.mark.parametrize("record", [command(), report()], ids=["command", "report"])
+def test_any_changed_byte_of_the_encoding_fails_verification(record: object) -> None:
+    wire = sign_encoded(record, KEY)  # type: ignore[type-var, arg-type]
+    decoded = decode(wire, type(record))  # type: ignore[arg-type]
+    for index in range(len(wire)):
+        altered = bytearray(wire)
+        altered[index] ^= 0x01
+        try:
+            changed = decode(bytes(altered), type(record))  # type: ignore[arg-type]
+        except CodecError:
+            continue  # refused before any signature check
+        assert not verify_encoded(changed, bytes(altered), KEY), f"byte {index}"
+    assert not verify_encoded(decoded, wire + b"\x00", KEY)
+    assert not verify_encoded(dataclasses.replace(decoded, signature=""), wire, KEY)
