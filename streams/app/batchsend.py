@@ -61,6 +61,7 @@ class BatchSender:
         self.app = app
         self._open: dict[tuple[str, int], list[_Pending]] = {}
         self._queues: dict[tuple[str, int], asyncio.Queue] = {}
+        # one sender task per topic partition, kept referenced (the loop holds tasks weakly)
         self._tasks: dict[tuple[str, int], asyncio.Task] = {}
         self._flush_scheduled = False
 
@@ -111,17 +112,6 @@ class BatchSender:
                 _fail(members, exc)
                 continue
             acked.add_done_callback(_resolver(members))
-
-    async def stop(self) -> None:
-        """Cancel the sender tasks (records still queued fail with CancelledError)."""
-        for task in self._tasks.values():
-            task.cancel()
-        for tp, queue in self._queues.items():
-            while not queue.empty():
-                _, members = queue.get_nowait()
-                _fail(members, asyncio.CancelledError(f"sender of {tp} stopped"))
-        self._tasks.clear()
-        self._queues.clear()
 
 
 class BatchedTopic:
