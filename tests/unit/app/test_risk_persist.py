@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import functools
 
+import pytest
+
+from streams.app import risk_agent
 from streams.app.checkpoint import Checkpoint, checkpoint_key
 from streams.app.deadletters import DeadLetterSink
 from streams.app.risk_agent import RiskProcessor
-from streams.codecs import encode, encode_risk_input
+from streams.codecs import decode, encode, encode_risk_input
 from streams.config import Settings
+from streams.domain import AccountState, RiskInput
 from streams.scenario.bundled import bundled_scenario
 from streams.topics import ACCOUNT_EVENTS, RISK_INPUTS
 from tests.unit.app.fakes import FakeTopic, fake_events
@@ -96,3 +100,35 @@ def test_with_no_interval_every_batch_is_persisted_before_it_returns() -> None:
         assert checkpoint is not None and checkpoint.through == 0
     asyncio.run(run())
 
+
+
+def test_a_persist_stores_its_snapshot_even_if_batches_are_applied_while_it_encodes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(risk_agent, "ENCODE_CHUNK", 1)  # one account per event-loop turn
+
+    async def run() -> None:
+        processor, accounts, market, _ = _processor(persist_ms=10_000)
+        book = _book()
+        await processor.process(fake_events(RISK_INPUTS, book))
+        entries = [decode(raw, RiskInput) for raw in book]
+        ids = {entry.body.account_id for entry in entries}
+        account = max(ids)  # encoded last: after the batch below is applied
+        last = [entry for entry in entries if entry.body.account_id == account][-1]
+        engine = processor.partitions[0].engine
+        before = {i: state.version for i in ids if (state := engine.state(i)) is not None}
+
+        flushing = asyncio.ensure_future(processor.flush())
+        await asyncio.sleep(0)  # the snapshot is taken, its encoding under way
+        again = encode_risk_input(ACCOUNT_EVENTS, 0, 10_000, encode(last.body))
+        await processor.process(fake_events(RISK_INPUTS, [again], first_offset=len(book)))
+        await flushing
+
+        stored = {key.decode(): decode(raw, AccountState).version
+                  for key, raw in accounts.items()}
+        assert stored == before  # the snapshot's states, not the later one
+        checkpoint = Checkpoint.decode(market[checkpoint_key(0)])
+        assert checkpoint is not None and checkpoint.through == len(book) - 1
+
+        await processor.flush()
+        assert decode(accounts[account.encode()], AccountState).version == before[account] + 1
+    asyncio.run(run())
