@@ -41,15 +41,20 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:KEY_ID_LEN]
 
 
-def _mac(record: ScalingCommand | ExecutionReport, kid: str, key: str) -> str:
-    unsigned = dataclasses.replace(record, signature=kid)
-    return hmac.new(key.encode(), encode(unsigned), hashlib.sha256).hexdigest()
+def _unsigned(record: ScalingCommand | ExecutionReport, kid: str) -> bytes:
+    """The MAC's input: the encoding of `record` whose signature holds only the key id."""
+    return encode(dataclasses.replace(record, signature=kid))
+
+
+def _signature(kid: str, key: str, unsigned: bytes) -> str:
+    """``<key id>:<mac>`` made with `key` over the encoding `unsigned`."""
+    return f"{kid}{_SEPARATOR}{hmac.new(key.encode(), unsigned, hashlib.sha256).hexdigest()}"
 
 
 def sign(record: Signed, key: str) -> Signed:
     """The record with its `signature` set to ``<key id>:<mac>`` made with `key`."""
     kid = key_id(key)
-    return dataclasses.replace(record, signature=f"{kid}{_SEPARATOR}{_mac(record, kid, key)}")
+    return dataclasses.replace(record, signature=_signature(kid, key, _unsigned(record, kid)))
 
 
 def signature_key_id(record: ScalingCommand | ExecutionReport) -> str | None:
@@ -62,9 +67,7 @@ def signature_key_id(record: ScalingCommand | ExecutionReport) -> str | None:
 
 def verify(record: ScalingCommand | ExecutionReport, key: str) -> bool:
     """True when the record's signature was made with `key` over exactly these fields."""
-    if signature_key_id(record) is None:
-        return False
-    return hmac.compare_digest(record.signature, sign(record, key).signature)
+    return verify_encoded(record, encode(record), key)
 
 
 def _avro_string(text: str) -> bytes:
@@ -84,9 +87,8 @@ def _with_signature(encoded: bytes, old: str, new: str) -> bytes | None:
 def sign_encoded(record: ScalingCommand | ExecutionReport, key: str) -> bytes:
     """``encode(sign(record, key))``, encoding the record once."""
     kid = key_id(key)
-    unsigned = encode(dataclasses.replace(record, signature=kid))
-    mac = hmac.new(key.encode(), unsigned, hashlib.sha256).hexdigest()
-    signed = _with_signature(unsigned, kid, f"{kid}{_SEPARATOR}{mac}")
+    unsigned = _unsigned(record, kid)
+    signed = _with_signature(unsigned, kid, _signature(kid, key, unsigned))
     assert signed is not None  # the encoding ends with the signature written just now
     return signed
 
@@ -100,5 +102,4 @@ def verify_encoded(record: ScalingCommand | ExecutionReport, encoded: bytes, key
     unsigned = _with_signature(encoded, record.signature, kid)
     if unsigned is None:
         return False
-    mac = hmac.new(key.encode(), unsigned, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(record.signature, f"{kid}{_SEPARATOR}{mac}")
+    return hmac.compare_digest(record.signature, _signature(kid, key, unsigned))
