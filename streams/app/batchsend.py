@@ -83,7 +83,7 @@ class BatchSender:
         self._flush_scheduled = False
         opened, self._open = self._open, {}
         try:
-            producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+            producer = self._producer()
         except Exception as exc:  # not started, or stopped: every record fails
             for records in opened.values():
                 _fail(records, exc)
@@ -91,6 +91,10 @@ class BatchSender:
         for tp, records in opened.items():
             for batch, members in _batches(producer.create_batch, records):
                 self._queue(tp).put_nowait((batch, members))
+
+    def _producer(self) -> Any:
+        """The aiokafka producer under Faust's (raises if it is not running)."""
+        return self.app.producer._ensure_producer()  # type: ignore[attr-defined]
 
     def _queue(self, tp: tuple[str, int]) -> asyncio.Queue:
         queue = self._queues.get(tp)
@@ -106,8 +110,7 @@ class BatchSender:
         while True:
             batch, members = await queue.get()
             try:
-                producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-                acked = await producer.send_batch(batch, topic, partition=partition)
+                acked = await self._producer().send_batch(batch, topic, partition=partition)
             except Exception as exc:
                 _fail(members, exc)
                 continue

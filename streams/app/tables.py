@@ -38,16 +38,15 @@ class TrackedTable(faust.Table):
         if (sender is None or partition is None or self.app.in_transaction
                 or not isinstance(key, bytes)
                 or not (value is None or isinstance(value, bytes))):
-            future: Awaitable[Any] = super().send_changelog(
-                partition, key, value, key_serializer, value_serializer)
-        else:
-            sent = sender.send(self.changelog_topic.get_topic_name(), partition, key, value)
-            sent.add_done_callback(self._on_batch_changelog_sent)
-            self._unacked.append(sent)
-            # Faust's table reads the partition of what this returns (``.message.partition``)
-            return _BatchedWrite(_Written(partition), sent)  # type: ignore[return-value]
-        self._unacked.append(future)
-        return future  # type: ignore[return-value]
+            future = super().send_changelog(partition, key, value, key_serializer,
+                                            value_serializer)
+            self._unacked.append(future)
+            return future
+        sent = sender.send(self.changelog_topic.get_topic_name(), partition, key, value)
+        sent.add_done_callback(self._on_batch_changelog_sent)
+        self._unacked.append(sent)
+        # Faust's table reads the partition of what this returns (``.message.partition``)
+        return _BatchedWrite(_Written(partition), sent)  # type: ignore[return-value]
 
     def _on_batch_changelog_sent(self, sent: asyncio.Future) -> None:
         if sent.cancelled() or sent.exception() is not None:

@@ -47,15 +47,17 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
 
     dead_letters = output(DEAD_LETTER)
     risk_inputs = topic(RISK_INPUTS)
+    # written by the consensus stage (prices) and the sequencer (account events, reports)
+    entries = output(RISK_INPUTS)
     # one price per asset in flight between the two stages (streams/app/pricegate.py)
     gate = PriceGate()
     install_consensus(app, settings, ticks=topic(ORACLE_TICKS), prices=output(ORACLE_PRICES),
-                      risk_inputs=output(RISK_INPUTS), dead_letters=dead_letters, gate=gate)
+                      risk_inputs=entries, dead_letters=dead_letters, gate=gate)
     install_sequencer(
         app, settings,
         sources=app.topic(ACCOUNT_EVENTS, EXECUTION_REPORTS,
                           key_serializer="raw", value_serializer="raw"),
-        risk_inputs=output(RISK_INPUTS), dead_letters=dead_letters,
+        risk_inputs=entries, dead_letters=dead_letters,
     )
     install_risk(app, settings, risk_inputs=risk_inputs,
                  commands={chain: output(exec_commands(chain)) for chain in settings.chains},
