@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import archive, bench, greeks, history, oracle, pipeline, scenario, simulate
+from streams.cli import (
+    archive,
+    bench,
+    greeks,
+    history,
+    oracle,
+    pipeline,
+    replay,
+    scenario,
+    simulate,
+)
 
 app = typer.Typer(
     name="aps",
@@ -14,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (pipeline, scenario, greeks, simulate, oracle, history, archive, bench):
+for module in (pipeline, scenario, greeks, simulate, oracle, history, replay, archive, bench):
     module.register(app)
 
 

@@ -42,6 +42,17 @@ def bench_archive(
     run(rows=rows, batch=batch, url=url or None)
 
 
+@bench_app.command("replay")
+def bench_replay(
+    accounts: int = typer.Option(400, min=1, help="Accounts in the bundled scenario's book."),
+    partitions: int = typer.Option(1, min=1, help="Risk partitions of the recorded log."),
+) -> None:
+    """Audit replay of the bundled scenario's whole history from chdb: inputs per second."""
+    from streams.bench.replay import run
+
+    run(accounts=accounts, partitions=partitions)
+
+
 @bench_app.command("live")
 def bench_live(
     runs: int = typer.Option(3, min=1, help="Runs in a row."),

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.app.partitioning import account_partition
-from streams.domain import RiskInput
+from streams.domain import RiskInput, ScalingCommand
 from streams.executors.chains import ChainProfiles
 from streams.executors.settlement import Settlement
 from streams.oracle.consensus import ConsensusEngine
@@ -30,6 +30,12 @@ from streams.risk.engine import EngineConfig, PartitionEngine
 from streams.risk.valuations import SharedValuations
 from streams.scenario.bundled import Scenario
 from streams.topics import ACCOUNT_EVENTS, EXECUTION_REPORTS, ORACLE_TICKS
+
+Applied = Callable[[int, RiskInput, list[ScalingCommand]], None]
+
+
+def _ignore(_partition: int, _entry: RiskInput, _commands: list[ScalingCommand]) -> None:
+    return None
 
 
 @dataclass
@@ -45,15 +51,22 @@ class OfflineResult:
 
 def run_offline(scenario: Scenario, feeds: FeedRegistry, chains: ChainProfiles,
                 partitions: int, config: EngineConfig | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> OfflineResult:
-    """Run `scenario` through consensus, one engine per partition and instant settlement."""
+                on_progress: Callable[[int, int], None] | None = None,
+                on_applied: Applied | None = None) -> OfflineResult:
+    """Run `scenario` through consensus, one engine per partition and instant settlement.
+
+    `on_applied(partition, entry, commands)` is told every entry each partition's engine
+    applied, in order, with the commands it decided (the partition's log, as risk.inputs
+    would hold it, and what the worker would have sent)."""
+    applied = on_applied or _ignore
     config = config or EngineConfig()
     valuations = SharedValuations()
     engines = [PartitionEngine(config, valuations=valuations) for _ in range(partitions)]
     offsets = [0] * partitions
     for event in scenario.account_events:
         partition = account_partition(event.account_id, partitions)
-        engines[partition].apply(RiskInput(ACCOUNT_EVENTS, partition, offsets[partition], event))
+        entry = RiskInput(ACCOUNT_EVENTS, partition, offsets[partition], event)
+        applied(partition, entry, engines[partition].apply(entry))
         offsets[partition] += 1
     consensus = ConsensusEngine(feeds)
     settlement = Settlement(chains)
@@ -65,12 +78,14 @@ def run_offline(scenario: Scenario, feeds: FeedRegistry, chains: ChainProfiles,
             result.prices += 1
             entry = RiskInput(ORACLE_TICKS, 0, index, price)
             for partition, engine in enumerate(engines):
-                for command in engine.apply(entry):
+                commands = engine.apply(entry)
+                applied(partition, entry, commands)
+                for command in commands:
                     result.commands.add(command.command_id)
                     result.commands_by_reason[command.reason.value] += 1
-                    report = settlement.settle(command)
-                    engine.apply(RiskInput(EXECUTION_REPORTS, partition, reports[partition],
-                                           report))
+                    report = RiskInput(EXECUTION_REPORTS, partition, reports[partition],
+                                       settlement.settle(command))
+                    applied(partition, report, engine.apply(report))
                     reports[partition] += 1
         if on_progress is not None and (index % 200 == 0 or index == total - 1):
             on_progress(index + 1, total)
