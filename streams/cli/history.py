@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.archive import history as queries
+from streams.archive import timeline as tl
 from streams.archive.backends import ArchiveBackend, ArchiveError, QueryResult
 from streams.config import load_settings
 from streams.errors import ConfigError
@@ -251,6 +252,61 @@ def history_accounts(
     _show("Accounts (latest state, lowest margin ratio first)",
           lambda b: queries.accounts(b, limit, account=account),
           output_format(fmt, as_json), "No account states archived (with these filters).")
+
+
+def event_time_option(name: str, meaning: str) -> Any:
+    """A --from / --to option: event time, ISO 8601 or epoch ms."""
+    return typer.Option(None, name, help=f"{meaning} event time: ISO 8601 (UTC unless it "
+                                         "says otherwise) or epoch ms.")
+
+
+FROM = event_time_option("--from", "First (inclusive)")
+TO = event_time_option("--to", "End (exclusive)")
+
+
+def time_range(start: str | None, end: str | None) -> tl.TimeRange:
+    """--from / --to as a TimeRange; a malformed time is a usage error."""
+    try:
+        return tl.TimeRange(None if start is None else tl.parse_event_time(start),
+                            None if end is None else tl.parse_event_time(end))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@history_app.command("account")
+def history_account(
+    account: str = typer.Argument(..., help="Account id, e.g. acct-000058."),
+    start: str | None = FROM,
+    end: str | None = TO,
+    limit: int = typer.Option(tl.DEFAULT_TIMELINE_LIMIT, "--limit", "-n", min=1,
+                              help="Rows to show, from the earliest."),
+    fmt: OutputFormat | None = FORMAT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """One account's timeline in event-time order: the prices its commands acted on, its
+    events, state versions, commands, refusals, execution reports and dead letters."""
+    when, chosen = time_range(start, end), output_format(fmt, as_json)
+    box: list[tl.Timeline] = []
+
+    def run(backend: ArchiveBackend) -> QueryResult:
+        box.append(tl.account_timeline(backend, account, when, limit))
+        return box[0].result()
+
+    result = _query(run)
+    print_result(f"Account {account} (event time, UTC)", result, chosen,
+                 f"Nothing archived for account {account} (in this time range).")
+    _note_timeline(box[0], limit)
+
+
+def _note_timeline(timeline: tl.Timeline, limit: int) -> None:
+    """Tell (on stderr, so CSV and JSON stay clean) what the timeline leaves out."""
+    err = Console(stderr=True)
+    if timeline.truncated:
+        last = tl.utc(timeline.entries[-1].event_time).isoformat(timespec="milliseconds")
+        err.print(f"first {limit} rows shown; more follow {last}: raise --limit or move "
+                  "--from")
+    for table in timeline.skipped:
+        err.print(f"(no table {table} in this archive: none shown)", style="dim")
 
 
 @history_app.command("counts")
