@@ -59,6 +59,9 @@ class TimeRange:
                 and (self.end is None or event_time < self.end))
 
 
+ALL_TIME = TimeRange()
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One row of the timeline; `tie` orders rows of one kind at the same event time."""
@@ -121,7 +124,7 @@ def utc(event_time: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=event_time)
 
 
-def account_timeline(backend: ArchiveBackend, account: str, when: TimeRange = TimeRange(),
+def account_timeline(backend: ArchiveBackend, account: str, when: TimeRange = ALL_TIME,
                      limit: int = DEFAULT_TIMELINE_LIMIT) -> Timeline:
     """The account's rows of every kind within `when`, in event-time order, at most `limit`.
 

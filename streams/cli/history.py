@@ -9,20 +9,31 @@ import json
 import math
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from streams.archive import history as queries
+from streams.archive import plotdata
 from streams.archive import timeline as tl
 from streams.archive.backends import ArchiveBackend, ArchiveError, QueryResult
 from streams.config import load_settings
 from streams.errors import ConfigError
+from streams.oracle.feeds import load_feeds
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from matplotlib.figure import Figure
+
+T = TypeVar("T")
 
 history_app = typer.Typer(
-    help="Query the archive: commands, prices, reports, dead letters, account states, SQL.",
+    help="Query the archive: commands, prices, reports, dead letters, account states and "
+         "timelines, SQL, plots.",
     no_args_is_help=True)
 
 LIMIT = typer.Option(queries.DEFAULT_LIMIT, "--limit", "-n", min=1, help="Rows to show.")
@@ -54,7 +65,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _query(run: Callable[[ArchiveBackend], QueryResult]) -> QueryResult:
+def _query(run: Callable[[ArchiveBackend], T]) -> T:
     """Open the archive, run one query, close it; archive problems exit 1 with the reason."""
     try:
         settings = load_settings()
@@ -307,6 +318,57 @@ def _note_timeline(timeline: tl.Timeline, limit: int) -> None:
                   "--from")
     for table in timeline.skipped:
         err.print(f"(no table {table} in this archive: none shown)", style="dim")
+
+
+plot_app = typer.Typer(help="Pictures of the archive (PNG): one account, or the whole run.",
+                       no_args_is_help=True)
+history_app.add_typer(plot_app, name="plot")
+OUTPUT = typer.Option(..., "--output", "-o", help="PNG file to write.", dir_okay=False)
+
+
+@plot_app.command("account")
+def plot_account(
+    account: str = typer.Argument(..., help="Account id, e.g. acct-000058."),
+    output: Path = OUTPUT,
+    start: str | None = FROM,
+    end: str | None = TO,
+) -> None:
+    """Prices of what the account held, margin ratio with maintenance and the ladder, net
+    delta, its commands by reason and execution reports by status."""
+    when = time_range(start, end)
+    series = _query(lambda b: plotdata.account_series(b, account, when))
+    _save(lambda plots: plots.account_figure(series), output)
+
+
+@plot_app.command("run")
+def plot_run(
+    output: Path = OUTPUT,
+    start: str | None = FROM,
+    end: str | None = TO,
+    near: float = typer.Option(plotdata.NEAR_RATIO, "--near", min=1.0,
+                               help="Margin ratio below which an account counts as near "
+                                    "maintenance."),
+) -> None:
+    """Accounts near and past maintenance, commands by reason, and each asset's consensus
+    price with every oracle source's price (Chainlink decimals from APS_FEEDS_FILE)."""
+    when = time_range(start, end)
+
+    def read(backend: ArchiveBackend) -> plotdata.RunSeries:
+        return plotdata.run_series(backend, load_feeds(load_settings().feeds_file), when, near)
+
+    series = _query(read)
+    _save(lambda plots: plots.run_figure(series), output)
+
+
+def _save(build: Callable[[ModuleType], Figure], output: Path) -> None:
+    """Build the figure and write it; nothing to draw or an unwritable file exits 1."""
+    from streams.archive import plots  # matplotlib: only for the commands that draw
+
+    try:
+        path = plots.save(build(plots), output)
+    except (plots.NothingToPlotError, OSError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
 @history_app.command("counts")
