@@ -151,19 +151,27 @@ def run_series(backend: ArchiveBackend, registry: FeedRegistry, when: TimeRange 
                near_ratio: float = NEAR_RATIO) -> RunSeries:
     """Accounts near/past maintenance, commands by reason and prices by source, over time.
 
-    The time axis is the consensus prices' span (within `when`), cut into at most
-    MAX_BUCKETS buckets of a round number of seconds.
+    The time axis spans the consensus prices, the oracle ticks and the commands (within
+    `when`), cut into at most MAX_BUCKETS buckets of a round number of seconds.
     """
     consensus = _all_consensus(backend, when)
-    times = [t for s in consensus.values() for t in s.times]
+    sources, skipped = _source_prices(backend, registry, when)
+    times = [t for s in (*consensus.values(), *(x for by in sources.values()
+                                               for x in by.values())) for t in s.times]
+    times += _command_span(backend, when)
     if times:
         when = TimeRange(min(times), max(times) + 1)
     bucket = bucket_ms(when)
-    run = RunSeries(near_ratio, bucket, 0, Series(), Series(), {}, consensus, {})
+    run = RunSeries(near_ratio, bucket, 0, Series(), Series(), {}, consensus, sources, skipped)
     _count_accounts(run, backend, when)
     run.commands = _commands_per_bucket(backend, when, bucket)
-    run.sources, run.skipped_ticks = _source_prices(backend, registry, when)
     return run
+
+
+def _command_span(backend: ArchiveBackend, when: TimeRange) -> list[int]:
+    row = _rows(backend, "SELECT min(event_time) AS first, max(event_time) AS last, count() "
+                "AS n FROM commands FINAL WHERE 1 = 1{range}", {}, when)[0]
+    return [int(row["first"]), int(row["last"])] if row["n"] else []
 
 
 def bucket_ms(when: TimeRange) -> int:
