@@ -297,16 +297,10 @@ def history_account(
     """One account's timeline in event-time order: the prices its commands acted on, its
     events, state versions, commands, refusals, execution reports and dead letters."""
     when, chosen = time_range(start, end), output_format(fmt, as_json)
-    box: list[tl.Timeline] = []
-
-    def run(backend: ArchiveBackend) -> QueryResult:
-        box.append(tl.account_timeline(backend, account, when, limit))
-        return box[0].result()
-
-    result = _query(run)
-    print_result(f"Account {account} (event time, UTC)", result, chosen,
+    timeline = _query(lambda b: tl.account_timeline(b, account, when, limit))
+    print_result(f"Account {account} (event time, UTC)", timeline.result(), chosen,
                  f"Nothing archived for account {account} (in this time range).")
-    _note_timeline(box[0], limit)
+    _note_timeline(timeline, limit)
 
 
 def _note_timeline(timeline: tl.Timeline, limit: int) -> None:
