@@ -276,8 +276,9 @@ def _refuse_if_locked(path: Path) -> None:
             raise ArchiveLockedError(
                 f"the embedded archive {path} is in use by {owner} (an `aps run` or "
                 f"`aps archiver` still running?). chdb lets one process own its data directory: "
-                f"stop that process first, or run the pipeline against a ClickHouse server "
-                f"(APS_CLICKHOUSE_URL=clickhouse://...) to query while it runs") from None
+                f"wait for that process to finish (or stop it), or run the pipeline against a "
+                f"ClickHouse server (APS_CLICKHOUSE_URL=clickhouse://...) to query while it "
+                f"runs") from None
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -214,7 +214,7 @@ def check_archive_query(text: str, database: str, parse: Parse) -> None:
 
 def _check(node: _AstNode, database: str) -> None:
     if node.kind == "SelectWithUnionQuery" and len(node.children) != 1:
-        raise QueryRefusedError("FORMAT and INTO OUTFILE are not allowed (use --json)")
+        raise QueryRefusedError("FORMAT and INTO OUTFILE are not allowed (use --format)")
     if node.kind == "TableIdentifier":
         _check_table(node.text, database)
     if node.kind == "TableExpression" and node.children and node.children[0].kind == "Function":

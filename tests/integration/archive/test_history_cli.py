@@ -127,9 +127,14 @@ def test_an_archive_owned_by_another_process_is_refused_clearly(tmp_path: Path) 
         assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
         with pytest.raises(ArchiveLockedError, match=f"in use by process {owner.pid}"):
             ChdbBackend(path)
-        code, out = run_cli({"APS_DATA_DIR": str(tmp_path / "aps"), "APS_CLICKHOUSE_URL": None},
-                            "history", "counts")
-        assert code == 1 and f"process {owner.pid}" in out and "APS_CLICKHOUSE_URL" in out
+        env = {"APS_DATA_DIR": str(tmp_path / "aps"), "APS_CLICKHOUSE_URL": None}
+        for command in (["counts"], ["account", "acct-1"],
+                        ["plot", "run", "-o", str(tmp_path / "run.png")]):
+            code, out = run_cli(env, "history", *command)
+            assert code == 1, (command, out)
+            assert f"in use by process {owner.pid}" in out and "wait for that process" in out
+            assert "APS_CLICKHOUSE_URL" in out and "Traceback" not in out
+        assert not (tmp_path / "run.png").exists()
     finally:
         owner.communicate(timeout=30)  # closing stdin ends it
     ChdbBackend(path).close()  # released: this process may open it now
