@@ -36,6 +36,13 @@ SOURCE = typer.Option(SourceKind.archive, "--source", help="archive (chdb or "
                       "APS_KAFKA_BOOTSTRAP).")
 REPORT = typer.Option(None, "--report", "-o", dir_okay=False, help="Where to write the JSON "
                       "report. Default: aps-replay.json (aps-what-if.json with --what-if).")
+WHAT_IF = typer.Option(False, "--what-if", help="Replay with changed rules and/or settings "
+                       "and report what would have been decided (never an audit).")
+RULES = typer.Option(None, "--rules", exists=True, dir_okay=False, help="With --what-if: "
+                     "rules per account or for all (JSON, see docs/replay.md).")
+ENGINE_CONFIG = typer.Option(None, "--engine-config", exists=True, dir_okay=False,
+                             help="With --what-if: engine settings (TOML, as "
+                             "APS_ENGINE_CONFIG) instead of the recorded ones.")
 NO_SIGNATURES = typer.Option(False, "--no-signatures", help="Leave the commands' signatures "
                              "out of the comparison (for an auditor without APS_COMMAND_KEY).")
 
@@ -44,34 +51,54 @@ def replay_command(
     start: str | None = FROM, end: str | None = TO, partition: list[int] = PARTITION,
     from_offset: int | None = FROM_OFFSET, to_offset: int | None = TO_OFFSET,
     source: SourceKind = SOURCE, report: Path | None = REPORT,
-    no_signatures: bool = NO_SIGNATURES,
+    no_signatures: bool = NO_SIGNATURES, what_if: bool = WHAT_IF,
+    rules: Path | None = RULES, engine_config: Path | None = ENGINE_CONFIG,
 ) -> None:
     """Replay the recorded risk.inputs of a period through the engine and compare the
     commands it decides with the recorded ones. Exit 0 only when identical (1: differences,
-    2: the replay could not run)."""
+    2: the replay could not run). With --what-if, replay with changed rules or settings."""
     from streams.config import load_settings
+    from streams.errors import ConfigError
     from streams.replay.audit import ReplayRequest, refuse_state_path, run_audit
     from streams.replay.replayer import Period
-    from streams.replay.report import dumps, print_audit
+    from streams.replay.report import dumps, print_audit, print_what_if
+    from streams.replay.whatif import WhatIfRequest, load_rules_override, run_what_if
+    from streams.risk.settings import engine_config_for, engine_config_hash, load_engine_config
     from streams.risk.simulate import parse_timestamp
 
     console = Console()
-    path = report or Path("aps-replay.json")
+    path = report or Path("aps-what-if.json" if what_if else "aps-replay.json")
     try:
+        if (rules or engine_config) and not what_if:
+            raise ConfigError("--rules and --engine-config change what is replayed: they "
+                              "belong to a --what-if, never to an audit")
+        if what_if and not (rules or engine_config):
+            raise ConfigError("--what-if needs --rules and/or --engine-config")
         settings = load_settings()
         refuse_state_path(path, settings)
         period = Period(parse_timestamp(start) if start is not None else None,
                         parse_timestamp(end) if end is not None else None)
+        config = engine_config_for(settings)
         request = ReplayRequest(period=period, partitions=tuple(partition),
-                                from_offset=from_offset, to_offset=to_offset,
+                                from_offset=from_offset, to_offset=to_offset, config=config,
+                                config_hash=engine_config_hash(config),
                                 signatures=not no_signatures)
         with _opened(source, settings) as replay_source, _progress(console) as progress:
-            result = run_audit(replay_source, settings, request, **progress)
+            if what_if:
+                changed = load_engine_config(engine_config) if engine_config else config
+                result: Any = run_what_if(replay_source, settings, WhatIfRequest(
+                    request, changed, engine_config_hash(changed),
+                    load_rules_override(rules) if rules else None), **progress)
+            else:
+                result = run_audit(replay_source, settings, request, **progress)
         path.write_text(dumps(result.report))
     except APSError as exc:
         Console(stderr=True).print(f"[red]aps replay:[/red] {exc}")
         raise typer.Exit(2) from None
-    print_audit(console, result.report, str(path))
+    if what_if:
+        print_what_if(console, result.report, str(path))
+    else:
+        print_audit(console, result.report, str(path))
     raise typer.Exit(0 if result.comparison.identical else 1)
 
 

@@ -193,3 +193,47 @@ def _print_differences(console: Console, differences: Sequence[Mapping[str, Any]
         table.add_row(d["kind"], d["command_id"], d["account_id"],
                       "" if d["input_offset"] is None else str(d["input_offset"]), fields)
     console.print(table)
+
+
+def print_what_if(console: Console, report: Mapping[str, Any], path: str,
+                  shown: int = 10) -> None:
+    """The what-if's summary for humans: what would have changed, and for whom."""
+    summary = report["summary"]
+    table = Table(title=f"aps replay (what-if, not an audit): {report['source']}")
+    for name in summary:
+        table.add_column(name.replace("_", " "), justify="right")
+    table.add_row(*(str(v) for v in summary.values()))
+    console.print(table)
+    hashes = report["engine_config_hash"]
+    console.print(f"engine settings {hashes['recorded']} -> {hashes['what_if']}; rules "
+                  f"changed for {_override_scope(report['rules_override'])}")
+    if not report["baseline_matches_record"]:
+        console.print("[yellow]the replay with the recorded settings does not match the "
+                      "record[/yellow]: run the audit (aps replay without --what-if) first")
+    affected = [a for a in report["accounts"]
+                if a["commands"]["recorded"] != a["commands"]["what_if"]
+                or a["past_maintenance"]["recorded"] != a["past_maintenance"]["what_if"]]
+    if affected:
+        accounts = Table(title="accounts whose outcome changes")
+        for column in ("account", "commands", "lowest margin ratio", "past maintenance"):
+            accounts.add_column(column)
+        for a in affected[:shown]:
+            accounts.add_row(a["account_id"], _pair(a["commands"]),
+                             _pair(a["lowest_margin_ratio"]), _pair(a["past_maintenance"]))
+        console.print(accounts)
+        if len(affected) > shown:
+            console.print(f"... {len(affected) - shown} more in {path}")
+    console.print(f"report: {path}")
+
+
+def _override_scope(override: Mapping[str, Any] | None) -> str:
+    if override is None:
+        return "no account"
+    named = f"{len(override['accounts'])} named account(s)"
+    return f"every account ({named} with rules of their own)" if override["all"] else named
+
+
+def _pair(values: Mapping[str, Any]) -> str:
+    def show(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return f"{show(values['recorded'])} -> {show(values['what_if'])}"

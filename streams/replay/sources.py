@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.app.logreader import RangeReader, end_offsets_from_records
-from streams.archive.backends import ArchiveBackend
+from streams.archive.backends import ArchiveBackend, QueryResult
 from streams.archive.readback import record_from_json
 from streams.codecs import decode
 from streams.domain import DeadLetter, RiskInput, ScalingCommand
@@ -75,9 +75,13 @@ class ArchiveSource:
         self._since = self._newest_log()
         self.description = f"archive {backend.kind} {backend.location}"
 
+    def _query(self, sql: str, params: dict[str, object]) -> QueryResult:
+        """A read-only query (ClickHouse refuses a write in it)."""
+        return self.backend.query(sql, params, readonly=True)
+
     def _newest_log(self) -> int:
         """Kafka timestamp at which the newest log of risk.inputs begins (see module doc)."""
-        result = self.backend.query(
+        result = self._query(
             "SELECT min(since) FROM (SELECT kafka_partition, max(kafka_timestamp) AS since "
             "FROM risk_inputs FINAL WHERE topic = {topic:String} AND kafka_offset = 0 "
             "GROUP BY kafka_partition)", {"topic": RISK_INPUTS})
@@ -86,7 +90,7 @@ class ArchiveSource:
 
     def partitions(self) -> list[int]:
         """The partitions of risk.inputs in the newest log."""
-        result = self.backend.query(
+        result = self._query(
             "SELECT DISTINCT kafka_partition FROM risk_inputs FINAL WHERE topic = {topic:String}"
             " AND kafka_timestamp >= {since:Int64} ORDER BY kafka_partition",
             {"topic": RISK_INPUTS, "since": self._since})
@@ -95,7 +99,7 @@ class ArchiveSource:
     def end_offset(self, partition: int, until_ms: int | None) -> int:
         """One past the last archived entry with event time <= `until_ms`."""
         bound = "" if until_ms is None else " AND event_time <= {until:Int64}"
-        result = self.backend.query(
+        result = self._query(
             "SELECT max(kafka_offset) + 1, count() FROM risk_inputs FINAL WHERE "
             "topic = {topic:String} AND kafka_partition = {partition:Int32} AND "
             "kafka_timestamp >= {since:Int64}" + bound,
@@ -109,7 +113,7 @@ class ArchiveSource:
         start = 0
         while start < end:
             stop = min(start + PAGE, end)
-            result = self.backend.query(
+            result = self._query(
                 "SELECT kafka_offset, record FROM risk_inputs FINAL WHERE "
                 "topic = {topic:String} AND kafka_partition = {partition:Int32} AND "
                 "kafka_timestamp >= {since:Int64} AND kafka_offset >= {start:Int64} AND "
@@ -123,7 +127,7 @@ class ArchiveSource:
         """Archived commands (every chain's topic) created in the period, newest log only."""
         where, params = _period_clause(start_ms, end_ms)
         params["since"] = self._since
-        result = self.backend.query(
+        result = self._query(
             "SELECT record FROM commands FINAL WHERE kafka_timestamp >= {since:Int64}"
             + where + " ORDER BY event_time, command_id", params)
         return [record_from_json(ScalingCommand, row[0]) for row in result.rows]
@@ -131,7 +135,7 @@ class ArchiveSource:
 
     def forged_reports(self, partition: int) -> set[int]:
         """Offsets of risk.inputs[partition] in the risk stage's `forged_report` dead letters."""
-        result = self.backend.query(
+        result = self._query(
             "SELECT DISTINCT source_offset FROM dead_letters FINAL WHERE stage = {stage:String}"
             " AND reason = {reason:String} AND source_topic = {topic:String} AND "
             "source_partition = {partition:Int32} AND kafka_timestamp >= {since:Int64}",

@@ -26,6 +26,8 @@ from streams.codecs import decode
 from streams.config import Settings, load_settings
 from streams.domain import ConsensusPrice, PriceStatus, RiskInput, ScalingCommand
 from streams.errors import DomainError
+from streams.replay.audit import ReplayRequest, run_audit
+from streams.replay.sources import ArchiveSource
 from streams.risk.engine import PartitionEngine
 from streams.run.runner import RunOptions, RunReport, run_pipeline
 from streams.scenario.bundled import SPIKE_ASSET
@@ -73,7 +75,10 @@ def outcome(server_database_url: str,
     """The bundled scenario run once, archived to a ClickHouse server through
     clickhouse-driver (the embedded backend's archive is checked against the topics by
     tests/integration/archive, through restarts)."""
-    settings = load_settings({}, data_dir=tmp_path / "aps", clickhouse_url=server_database_url)
+    # keys of the test's own (not the run's throwaway ones), so the audit replay below can
+    # verify the reports and compare the commands' signatures
+    settings = load_settings({}, data_dir=tmp_path / "aps", clickhouse_url=server_database_url,
+                             command_key="e2e-command-key", report_key="e2e-report-key")
     captured = Captured()
     report = run_pipeline(settings, OPTIONS, Console(file=io.StringIO()),
                           on_drained=lambda bootstrap: _capture(bootstrap, settings.chains,
@@ -127,6 +132,16 @@ def test_bundled_scenario_end_to_end(outcome: tuple[RunReport, Captured, Setting
                 emitted_by.update({c.command_id: (partition, offset) for c in commands})
     live = {c.command_id: dataclasses.replace(c, signature="") for c in captured.commands}
     assert {c.command_id: c for c in replayed} == live
+
+    # `aps replay`'s audit of the archive decides every command again, signatures included
+    backend = open_archive(settings)
+    try:
+        audit = run_audit(ArchiveSource(backend), settings, ReplayRequest())
+    finally:
+        backend.close()
+    assert audit.comparison.identical, audit.report["differences"][:5]
+    assert audit.comparison.matched == len(captured.commands)
+    assert audit.report["signatures_compared"] and audit.report["reports_verified"]
 
     # each command names the input that emitted it (what its latency is measured from)
     assert captured.triggers == emitted_by
