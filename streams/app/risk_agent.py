@@ -57,6 +57,7 @@ from streams.domain import (
 )
 from streams.errors import CodecError, DomainError, InfraError
 from streams.risk.engine import EngineConfig, PartitionEngine
+from streams.risk.settings import engine_config_for
 from streams.risk.valuations import SharedValuations
 from streams.topics import RISK_INPUTS
 
@@ -552,7 +553,8 @@ def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
     accounts = tracked_table(app, ACCOUNTS_TABLE, partitions)
     market = tracked_table(app, MARKET_TABLE, partitions)
     processor = RiskProcessor(settings, accounts, market, commands,
-                              DeadLetterSink(dead_letters, STAGE), bootstrap=bootstrap,
+                              DeadLetterSink(dead_letters, STAGE),
+                              engine_config_for(settings), bootstrap=bootstrap,
                               topic=risk_inputs.get_topic_name(), gate=gate,
                               on_failure=lambda exc: asyncio.ensure_future(app.crash(exc)))
 
