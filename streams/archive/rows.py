@@ -248,7 +248,7 @@ def _command(d: Datum) -> tuple[int, tuple[Any, ...]]:
         _instrument_id(d["instrument"]), p["asset"], d["side"], d["quantity"], d["amount"],
         d["limit_price"], d["slippage_bps"], int(d["reduce_only"]), d["created_at"],
         d["deadline"], p["price"], p["confidence"], p["price_status"], p["state_version"],
-        p["rules_hash"], d["signature"],
+        p["rules_hash"], p["config_hash"], d["signature"],
     )
 
 
@@ -260,7 +260,7 @@ def _command_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
         d.col("limit_price"), d.col("slippage_bps"), d.col("reduce_only"), d.col("created_at"),
         d.col("deadline"), d.col("provenance.price"), d.col("provenance.confidence"),
         d.enum("provenance.price_status"), d.col("provenance.state_version"),
-        d.col("provenance.rules_hash"), d.col("signature"),
+        d.col("provenance.rules_hash"), d.col("provenance.config_hash"), d.col("signature"),
     ]
 
 
@@ -372,7 +372,8 @@ COMMANDS = TableSpec("commands", _cols(
     "action String, instrument_id Nullable(String), asset String, side Nullable(String), "
     "quantity Float64, amount Float64, limit_price Float64, slippage_bps Float64, "
     "reduce_only UInt8, created_at Int64, deadline Int64, price Float64, confidence Float64, "
-    "price_status String, state_version Int64, rules_hash String, signature String"),
+    "price_status String, state_version Int64, rules_hash String, config_hash String, "
+    "signature String"),
     _command, _command_columns)
 EXECUTION_REPORTS = TableSpec("execution_reports", _cols(
     "report_id String, command_id String, account_id String, chain String, status String, "

@@ -64,6 +64,8 @@ CHANGELOG = "aps-risk-accounts-changelog"
 CHAINS = ("ethereum", "arbitrum", "solana")
 ASSETS = {"BTC": 57_500.0, "ETH": 2_700.0, "SOL": 118.0}
 SOURCES = ["chainlink@arbitrum", "chainlink@ethereum", "pyth@arbitrum", "pyth@solana"]
+# one engine configuration per run: every command carries the same settings digest
+CONFIG_HASH = "16695f0ef9271e56fad8b12d819109d0"
 
 # (topic kind, weight): the measured proportions (per 10,000 messages)
 MIX = (("risk_input", 3324), ("account_state", 2970), ("account_event", 1107),
@@ -272,7 +274,7 @@ class Workload:
             deadline=self.clock + 120_000,
             provenance=Provenance(asset, price, self._x(1.0, 200.0), self.clock,
                                   PriceStatus.OK, SOURCES, rng.randrange(50),
-                                  f"{rng.getrandbits(128):032x}"),
+                                  f"{rng.getrandbits(128):032x}", CONFIG_HASH),
             signature=f"{rng.getrandbits(256):064x}")
         return f"exec.{chain}.commands", account.encode(), encode(command)
 

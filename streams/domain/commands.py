@@ -26,6 +26,8 @@ class Provenance:
     sources: list[str]
     state_version: int
     rules_hash: str
+    # digest of the engine's settings the command was decided under (streams.risk.settings)
+    config_hash: str
 
 
 @dataclass(frozen=True, slots=True)

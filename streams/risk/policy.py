@@ -131,6 +131,8 @@ class AccountView:
     first_chain: str | None
     last_fired: Mapping[str, int]
     recent_commands: Sequence[int]
+    # the engine's settings digest, copied into every command's provenance
+    config_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -833,7 +835,7 @@ def _build(ev: _Evaluation, plans: list[_Plan]) -> Outcome:
                 asset=quote.asset, price=quote.price, confidence=quote.confidence,
                 price_event_time=quote.event_time, price_status=quote.status,
                 sources=list(quote.sources), state_version=view.version,
-                rules_hash=view.rules_hash),
+                rules_hash=view.rules_hash, config_hash=view.config_hash),
         ))
         pending.append(PendingCommand(
             command_id=cid, reason=plan.reason,

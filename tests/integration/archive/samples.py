@@ -89,7 +89,8 @@ def command(account: str, n: int, *, chain: str = "arbitrum",
         amount=0.0, limit_price=price * 0.997, slippage_bps=30.0, reduce_only=n % 2 == 1,
         created_at=t, deadline=t + 60_000,
         provenance=Provenance("ETH", price, 1.2, t - 500, PriceStatus.OK,
-                              ["pyth:arbitrum", "chainlink:ethereum"], 7 + n, "rules-h1"),
+                              ["pyth:arbitrum", "chainlink:ethereum"], 7 + n, "rules-h1",
+                              "config-h1"),
         signature="ab" * 32)
 
 
@@ -102,7 +103,7 @@ def top_up(account: str, n: int, *, t: int = T0) -> ScalingCommand:
         side=None, quantity=0.0, amount=25_000.0, limit_price=0.0, slippage_bps=0.0,
         reduce_only=False, created_at=t, deadline=t + 60_000,
         provenance=Provenance("ETH", 2500.0, 2.0, t, PriceStatus.DEGRADED, ["pyth:arbitrum"],
-                              3, "rules-h1"))
+                              3, "rules-h1", ""))
 
 
 def consensus(asset: str, seq: int, *, t: int = T0, price: float = 3000.0,

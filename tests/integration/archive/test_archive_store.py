@@ -140,6 +140,7 @@ def test_typed_columns_and_json_record_of_a_command(archive: ArchiveBackend) -> 
         "acct-7-cmd-1", "ethereum", "DELTA_REBALANCE", "SELL", 1)
     assert (row["quantity"], row["price"], row["state_version"]) == (2.5, 3000.0, 8)
     assert row["instrument_id"] == "ETH-PERP-ethereum"
+    assert (row["rules_hash"], row["config_hash"]) == ("rules-h1", "config-h1")
     record = json.loads(row["record"])
     assert record["trigger"] == {"delta": 3.5, "band": 1.0}
     assert record["provenance"]["sources"] == ["pyth:arbitrum", "chainlink:ethereum"]

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from streams.codecs import decode, encode
 from streams.config import load_settings
+from streams.domain import OptionType, Position, ScalingCommand
 from streams.errors import ConfigError
 from streams.paths import INFRA_DIR
-from streams.risk.engine import EngineConfig
+from streams.risk.engine import EngineConfig, PartitionEngine
 from streams.risk.margin import MarginParams, StressGrid
 from streams.risk.policy import PolicyConfig
 from streams.risk.settings import (
@@ -21,6 +23,8 @@ from streams.risk.settings import (
     engine_config_hash,
     load_engine_config,
 )
+from tests.unit.risk.engine_helpers import Feeder, option, rules
+from tests.unit.risk.test_policy_scenarios import hedged_straddle
 
 # the digest of EngineConfig(): changes only when a default (or a setting) is added or changed
 DEFAULT_HASH = "16695f0ef9271e56fad8b12d819109d0"
@@ -218,3 +222,37 @@ def test_a_loaded_file_hashes_as_the_config_it_describes(tmp_path: Path) -> None
     config = load_engine_config(_file(tmp_path, FULL))
     assert engine_config_hash(config) == engine_config_hash(replace(config))
     assert engine_config_hash(config) != DEFAULT_HASH
+
+
+# --- the hash in every command ---------------------------------------------------------------
+
+def _commands(config: EngineConfig) -> list[ScalingCommand]:
+    feed = Feeder(PartitionEngine(config))
+    hedged_straddle(feed)
+    feed.price("BTC", 60_000.0, 0)
+    return feed.price("BTC", 63_000.0, 1_000)
+
+
+def test_every_command_carries_its_engines_config_hash() -> None:
+    default = _commands(EngineConfig())
+    assert default and all(c.provenance.config_hash == DEFAULT_HASH for c in default)
+    other_config = EngineConfig(persist_ratio_step=0.2)  # decides alike, hashes otherwise
+    other = _commands(other_config)
+    assert [c.provenance.config_hash for c in other] == [engine_config_hash(other_config)]
+    assert other[0].provenance.config_hash != DEFAULT_HASH
+    assert replace(other[0], provenance=replace(other[0].provenance,
+                                                config_hash=DEFAULT_HASH)) == default[0]
+    assert decode(encode(other[0]), ScalingCommand) == other[0]
+
+
+def test_the_batched_policy_sets_the_hash_too() -> None:
+    config = EngineConfig(rate=0.0, max_refusals=77)
+    engine = PartitionEngine(config, batch_min=1)
+    feed = Feeder(engine)
+    positions = [Position("c", option(60_000.0, OptionType.CALL), -1.0, 2_800.0, 0.6)]
+    for n in range(3):
+        feed.account(f"a{n}", positions, 4_000.0, 1_000.0, rules(cooldown_ms=0))
+    feed.price("BTC", 60_000.0, 0)
+    commands = feed.price("BTC", 75_000.0, 1_000)
+    assert commands and engine.batch_stats.accounts > 0
+    assert {c.provenance.config_hash for c in commands} == {engine_config_hash(config)}
