@@ -296,6 +296,16 @@ def _dead_letter_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
     ]
 
 
+def _refusal(d: Datum) -> tuple[int, tuple[Any, ...]]:
+    return d["event_time"], (d["account_id"], d["rule"], d["reason"], d["detail"])
+
+
+def _refusal_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    return d.col("event_time"), [
+        d.col("account_id"), d.col("rule"), d.col("reason"), d.col("detail"),
+    ]
+
+
 def _account_state_deleted(account_id: str) -> tuple[Any, ...]:
     return (account_id, 1, 0, 0, 0, "", None, None, None, None, 0.0, 0, 0.0, 0.0)
 
@@ -391,6 +401,9 @@ ACCOUNT_STATES = TableSpec("account_states", _cols(
     "min_margin_ratio Float64, breached_maintenance UInt8, collateral Float64, "
     "reserve Float64"), _account_state, _account_state_columns,
     tombstone=_account_state_deleted)
+REFUSALS = TableSpec("refusals", _cols(
+    "account_id String, rule String, reason String, detail String"), _refusal,
+    _refusal_columns)
 UNDECODABLE = TableSpec("undecodable_messages", _cols(
     "reason String, detail String, expected_schema String, payload_size Int64, "
     "payload_hex String, key_hex String"), None, has_record=False)
@@ -404,6 +417,7 @@ TABLES_BY_SCHEMA: dict[str, TableSpec] = {
     "aps.ExecutionReport": EXECUTION_REPORTS,
     "aps.DeadLetter": DEAD_LETTERS,
     "aps.AccountState": ACCOUNT_STATES,
+    "aps.ActionRefused": REFUSALS,
 }
 
 ALL_TABLES: tuple[TableSpec, ...] = (*TABLES_BY_SCHEMA.values(), UNDECODABLE)

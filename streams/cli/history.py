@@ -18,7 +18,8 @@ from streams.config import load_settings
 from streams.errors import ConfigError
 
 history_app = typer.Typer(
-    help="Query the archive: commands, prices, reports, dead letters, account states, SQL.",
+    help="Query the archive: commands, prices, reports, dead letters, refusals, account "
+         "states, SQL.",
     no_args_is_help=True)
 
 LIMIT = typer.Option(queries.DEFAULT_LIMIT, "--limit", "-n", min=1, help="Rows to show.")
@@ -143,6 +144,19 @@ def history_dead_letters(
     _show("Dead letters (newest first)",
           lambda b: queries.dead_letters(b, limit, stage=stage, reason=reason),
           as_json, "No dead letters archived (with these filters).")
+
+
+@history_app.command("refusals")
+def history_refusals(
+    limit: int = LIMIT,
+    account: str | None = typer.Option(None, "--account", help="Only this account id."),
+    reason: str | None = typer.Option(None, "--reason", help="e.g. cooldown, rate_limited."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """Actions a rule wanted and the policy refused, with the reason, newest first."""
+    _show("Refused actions (newest first)",
+          lambda b: queries.refusals(b, limit, account=account, reason=reason),
+          as_json, "No refusals archived (with these filters).")
 
 
 @history_app.command("undecodable")

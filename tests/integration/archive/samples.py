@@ -19,6 +19,7 @@ from streams.codecs.avro import encode
 from streams.domain import (
     AccountEvent,
     AccountState,
+    ActionRefused,
     ChainlinkRound,
     Collateral,
     CollateralChanged,
@@ -122,6 +123,14 @@ def report(account: str, n: int, *, t: int = T0,
                            "sim-arbitrum")
 
 
+def refusal(account: str, reason: str, *, rule: str = "delta_band:ETH",
+            t: int = T0) -> ActionRefused:
+    """A refusal of `account`'s rule, with the numbers that decided it."""
+    return ActionRefused(account, rule, reason, f"{reason}: 250000.00 > 100000.0",
+                         {"notional": 250_000.0, "max_command_notional": 100_000.0,
+                          "fired_at": float(t - 1_000)}, t, 2, 41)
+
+
 def account_state(account: str, version: int, *, ratio: float | None, t: int = T0,
                   breached: bool = False) -> AccountState:
     """An account state; `ratio` None means never valued."""
@@ -185,6 +194,13 @@ def samples(prefix: str, chains: tuple[str, ...] = ("ethereum", "arbitrum")) -> 
             f"{prefix}acct-9".encode(), b"\xc3\x01garbage", -1)), "dead_letters"),
         Sample(CHANGELOG, acct.encode(), encode(account_state(acct, 3, ratio=1.4)),
                "account_states"),
+        Sample("risk.refusals", acct.encode(), encode(refusal(acct, "cooldown", t=T0 + 7)),
+               "refusals"),
+        Sample("risk.refusals", acct2.encode(), encode(refusal(
+            acct2, "max_notional", rule="margin_ladder[1]+delta_band:ETH", t=T0 + 8)),
+            "refusals"),
+        Sample("risk.refusals", acct2.encode(), encode(ActionRefused(
+            acct2, "vol_scaling:ETH", "degraded", "", {}, T0 + 9)), "refusals"),
         Sample(CHANGELOG, acct2.encode(), encode(account_state(acct2, 1, ratio=None)),
                "account_states"),
     ]
