@@ -36,6 +36,8 @@ class Settings:
     chains: tuple[str, ...] = DEFAULT_CHAINS
     feeds_file: Path = INFRA_DIR / "feeds.toml"
     chains_file: Path = INFRA_DIR / "chains.toml"
+    # the risk engine's settings file (streams.risk.settings); None: the defaults
+    engine_config: Path | None = None
     command_key: str = field(default=DEV_COMMAND_KEY, repr=False)
     report_key: str = field(default=DEV_REPORT_KEY, repr=False)
     web_port: int = 6066
@@ -74,6 +76,8 @@ class Settings:
                 value = "<dev key>" if value == _DEV_KEYS[f.name] else "****"
             elif f.name == "clickhouse_url" and value:
                 value = _mask_url(value)
+            elif f.name == "engine_config" and value is None:
+                value = "(defaults)"
             out[f.name] = str(value) if value is not None else "(embedded)"
         return out
 
@@ -86,6 +90,7 @@ _ENV = {
     "APS_CHAINS": "chains",
     "APS_FEEDS_FILE": "feeds_file",
     "APS_CHAINS_FILE": "chains_file",
+    "APS_ENGINE_CONFIG": "engine_config",
     "APS_COMMAND_KEY": "command_key",
     "APS_REPORT_KEY": "report_key",
     "APS_WEB_PORT": "web_port",
@@ -147,7 +152,7 @@ def _parse(var: str, name: str, raw: str) -> object:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
-    if name in ("data_dir", "feeds_file", "chains_file"):
+    if name in ("data_dir", "feeds_file", "chains_file", "engine_config"):
         return Path(raw)
     if name == "chains":
         chains = tuple(c.strip() for c in raw.split(",") if c.strip())

@@ -13,6 +13,7 @@ ORACLE_TICKS = "oracle.ticks"
 ORACLE_PRICES = "oracle.prices"
 ACCOUNT_EVENTS = "account.events"
 RISK_INPUTS = "risk.inputs"
+RISK_REFUSALS = "risk.refusals"
 EXECUTION_REPORTS = "execution.reports"
 DEAD_LETTER = "aps.deadletter"
 

@@ -24,6 +24,10 @@ GATED = Counter("aps_gated_prices_total", "Consensus prices held until the risk 
 KEY_MISMATCH = Counter("aps_key_mismatch_total", "Signed inputs whose key id is not the id of "
                        "this process's key (the keys of the signer and this process differ)",
                        ["stage"])
+REFUSALS = Counter("aps_risk_refusals_total", "Actions a rule wanted and the policy refused "
+                   "(sent to risk.refusals), by rule family and reason", ["rule_kind", "reason"])
+REFUSALS_DROPPED = Counter("aps_risk_refusals_dropped_total", "Refusals the engine did not "
+                           "keep (more than EngineConfig.max_refusals between two reads)")
 DUPLICATES = Counter("aps_duplicates_total", "Inputs already applied, skipped", ["stage"])
 BATCH_SECONDS = Histogram("aps_batch_seconds", "Time to process one batch", ["stage"],
                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))

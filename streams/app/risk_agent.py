@@ -6,9 +6,13 @@ verify with APS_REPORT_KEY (``forged_report``: never applied), persists what cha
 (account states in the RocksDB table ``risk-accounts``, market state in ``risk-market``;
 both changelogged), signs the commands and sends each to its chain's execution topic, on
 the partition of its account (`account_partition`, the partition the executor requires).
-A price update revalues every account of the partition exposed to that asset in one
-vectorized pass inside the engine; the worker's price gate (streams.app.pricegate) is told
-each price applied.
+The refusals an input caused (a rule held back by its cooldown, the rate limit, a degraded
+price ...: `PartitionEngine.take_refusals`) go to risk.refusals as `ActionRefused` events in
+the same step, keyed and partitioned by account, and are counted in
+``aps_risk_refusals_total{rule_kind, reason}``; like commands, they are re-sent when a
+restarted worker re-applies inputs. A price update revalues every account of the partition
+exposed to that asset in one vectorized pass inside the engine; the worker's price gate
+(streams.app.pricegate) is told each price applied.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -37,6 +41,8 @@ from streams.app.metrics import (
     COMMANDS,
     DUPLICATES,
     MESSAGES,
+    REFUSALS,
+    REFUSALS_DROPPED,
     REVALUATIONS,
     RISK_STEP_SECONDS,
 )
@@ -48,6 +54,7 @@ from streams.codecs.signing import sign_encoded
 from streams.config import Settings
 from streams.domain import (
     AccountState,
+    ActionRefused,
     AssetMarket,
     ConsensusPrice,
     ExecutionReport,
@@ -57,6 +64,8 @@ from streams.domain import (
 )
 from streams.errors import CodecError, DomainError, InfraError
 from streams.risk.engine import EngineConfig, PartitionEngine
+from streams.risk.policy import Refusal, rule_kind
+from streams.risk.settings import engine_config_for
 from streams.risk.valuations import SharedValuations
 from streams.topics import RISK_INPUTS
 
@@ -140,7 +149,8 @@ class RiskProcessor:
 
     def __init__(self, settings: Settings, accounts: TrackedTable, market: TrackedTable,
                  commands: Mapping[str, OutputTopic], dead_letters: DeadLetterSink,
-                 config: EngineConfig | None = None, *, bootstrap: str | None = None,
+                 config: EngineConfig | None = None, *, refusals: OutputTopic,
+                 bootstrap: str | None = None,
                  topic: str = RISK_INPUTS, gate: PriceGate | None = None,
                  on_failure: Callable[[BaseException], object] | None = None) -> None:
         self.settings = settings
@@ -148,6 +158,7 @@ class RiskProcessor:
         self.market = market
         self.commands = commands
         self.dead_letters = dead_letters
+        self.refusals = refusals
         self.config = config or EngineConfig()
         self.bootstrap = bootstrap
         self.topic = topic
@@ -316,6 +327,7 @@ class RiskProcessor:
         """Apply the events of one partition not reflected yet; True if any was."""
         part = self._open(partition, events[0])
         revalued_before = part.engine.counters.revaluations
+        dropped_before = part.engine.counters.refusals_dropped
         applied = skipped = 0
         for event in events:
             offset = event.message.offset
@@ -334,6 +346,7 @@ class RiskProcessor:
                      "skipped", partition, skipped)
             DUPLICATES.labels(STAGE).inc(skipped)
         REVALUATIONS.inc(part.engine.counters.revaluations - revalued_before)
+        REFUSALS_DROPPED.inc(part.engine.counters.refusals_dropped - dropped_before)
         return applied > 0
 
     async def _catch_up(self, partition: int, until: int,
@@ -391,21 +404,26 @@ class RiskProcessor:
             price = item.body
             if self.gate is not None and isinstance(price, ConsensusPrice):
                 self.gate.applied(price.asset, price.sequence, partition)
+        refusals = part.engine.take_refusals()
+        if not (emitted or refusals):
+            return
+        if event is not None:
+            offset = event.message.offset
+        else:
+            assert record is not None
+            offset = record.offset
         if emitted:
             input_ms = record_ms(event) if event is not None else None
             tick_ms = header_tick_ms(event) if event is not None else None
-            if event is not None:
-                offset = event.message.offset
-            else:
-                assert record is not None
-                offset = record.offset
             trigger = input_header(partition, offset)
             for command in emitted:
                 sent.append(self._send(command, event, record, trigger))
                 if event is not None:
                     observe_hop("risk_input_to_command", input_ms)
                     observe_hop("tick_to_command", tick_ms)
-            self._sending += time.perf_counter() - applied
+        if refusals:
+            self._send_refusals(refusals, partition, offset, sent)
+        self._sending += time.perf_counter() - applied
 
     def _dead_letter(self, event: EventT | None, record: LogRecord | None, reason: str,
                      detail: str, event_time: int = -1) -> asyncio.Future:
@@ -500,6 +518,23 @@ class RiskProcessor:
         self._asset_cache[entry.asset] = (entry, raw)
         return raw
 
+    def _send_refusals(self, refusals: Sequence[Refusal], partition: int, offset: int,
+                       sent: list[asyncio.Future]) -> None:
+        """Send each refusal to risk.refusals as an ActionRefused on its account's
+        partition, encoded in the step that caused it (no await per record), and count them
+        by rule family and reason."""
+        topic = self.refusals
+        partitions = topic.partitions or self.settings.partitions
+        counts: Counter[tuple[str, str]] = Counter()
+        for refusal in refusals:
+            sent.append(topic.send_soon(
+                key=refusal.account_id.encode(),
+                value=encode(action_refused(refusal, partition, offset)),
+                partition=account_partition(refusal.account_id, partitions)))
+            counts[rule_kind(refusal.rule), refusal.code] += 1
+        for (kind, reason), n in counts.items():
+            REFUSALS.labels(kind, reason).inc(n)
+
     def _send(self, command: ScalingCommand, event: EventT | None, record: LogRecord | None,
               trigger: tuple[str, bytes]) -> asyncio.Future:
         """Sign `command` and send it to its chain's topic, on its account's partition, with
@@ -518,6 +553,13 @@ class RiskProcessor:
                                  partition=partition, headers=[trigger])
         COMMANDS.labels(command.reason.value, command.chain).inc()
         return future
+
+
+def action_refused(refusal: Refusal, partition: int, offset: int) -> ActionRefused:
+    """The event of one engine refusal, for the input at `offset` of risk.inputs'
+    `partition`."""
+    return ActionRefused(refusal.account_id, refusal.rule, refusal.code, refusal.detail,
+                         refusal.values, refusal.event_time, partition, offset)
 
 
 def _decode_once(value: bytes, decoded: dict[bytes, RiskInput | CodecError]
@@ -544,15 +586,18 @@ def _event_time(item: RiskInput) -> int:
 
 def install_risk(app: faust.App, settings: Settings, *, risk_inputs: TopicT,
                  commands: Mapping[str, OutputTopic], dead_letters: OutputTopic,
-                 bootstrap: str | None = None, gate: PriceGate | None = None) -> RiskProcessor:
-    """Add the risk tables and agent to `app` (`bootstrap`: where the agent reads back
-    inputs its restored state does not reflect, see RiskProcessor; `gate`: told what the
-    agent applied)."""
+                 refusals: OutputTopic, bootstrap: str | None = None,
+                 gate: PriceGate | None = None) -> RiskProcessor:
+    """Add the risk tables and agent to `app` (`refusals`: where the engine's refusals go,
+    risk.refusals; `bootstrap`: where the agent reads back inputs its restored state does
+    not reflect, see RiskProcessor; `gate`: told what the agent applied)."""
     partitions = settings.partitions
     accounts = tracked_table(app, ACCOUNTS_TABLE, partitions)
     market = tracked_table(app, MARKET_TABLE, partitions)
     processor = RiskProcessor(settings, accounts, market, commands,
-                              DeadLetterSink(dead_letters, STAGE), bootstrap=bootstrap,
+                              DeadLetterSink(dead_letters, STAGE),
+                              engine_config_for(settings), refusals=refusals,
+                              bootstrap=bootstrap,
                               topic=risk_inputs.get_topic_name(), gate=gate,
                               on_failure=lambda exc: asyncio.ensure_future(app.crash(exc)))
 

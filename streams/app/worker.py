@@ -3,7 +3,7 @@
     oracle.ticks ──consensus──> oracle.prices
                       └───────────────────────────────┐ (every price to every partition)
     account.events ─────┬─sequencer───────────────> risk.inputs ──risk──> exec.*
-    execution.reports ──┘
+    execution.reports ──┘                                           └──> risk.refusals
 
 Run several workers to scale out: Faust splits the partitions of risk.inputs between them.
 """
@@ -26,6 +26,7 @@ from streams.topics import (
     ORACLE_PRICES,
     ORACLE_TICKS,
     RISK_INPUTS,
+    RISK_REFUSALS,
     exec_commands,
     topic_specs,
 )
@@ -61,5 +62,6 @@ def create_worker_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     install_risk(app, settings, risk_inputs=risk_inputs,
                  commands={chain: output(exec_commands(chain)) for chain in settings.chains},
-                 dead_letters=dead_letters, gate=gate, bootstrap=bootstrap)
+                 dead_letters=dead_letters, refusals=output(RISK_REFUSALS), gate=gate,
+                 bootstrap=bootstrap)
     return app

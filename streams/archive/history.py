@@ -116,6 +116,19 @@ def dead_letters(backend: ArchiveBackend, limit: int = DEFAULT_LIMIT, *,
         "event_time DESC, topic, kafka_partition, kafka_offset DESC", limit)
 
 
+def refusals(backend: ArchiveBackend, limit: int = DEFAULT_LIMIT, *,
+             account: str | None = None, reason: str | None = None) -> QueryResult:
+    """Actions the policy refused (cooldown, rate_limited, max_notional ...), newest first
+    (event time), optionally for one account / reason; `values` is the JSON map of the
+    numbers that decided each."""
+    return _recent(
+        backend,
+        "event_dt AS time, account_id AS account, rule, reason, detail, "
+        "visitParamExtractRaw(record, 'values') AS values",
+        "refusals", [Filter("account_id", account), Filter("reason", reason)],
+        "event_time DESC, account_id, topic, kafka_partition, kafka_offset DESC", limit)
+
+
 def undecodable(backend: ArchiveBackend, limit: int = DEFAULT_LIMIT, *,
                 topic: str | None = None, reason: str | None = None) -> QueryResult:
     """Messages the archiver could not decode, newest first."""

@@ -2,9 +2,11 @@
 
 Rules for migration files (they must run on ClickHouse 18.16 and on chdb 26.x alike):
 statements are separated by a ``;`` at the end of a line, ``--`` comments are allowed, and
-every statement is idempotent (``CREATE TABLE IF NOT EXISTS``, ``ADD COLUMN IF NOT EXISTS``
-...), so a run interrupted between a statement and its record is simply re-applied. An
-applied file must never change (its checksum is recorded): add a new file instead.
+every statement is idempotent (``CREATE TABLE IF NOT EXISTS`` ...), so a run interrupted
+between a statement and its record is simply re-applied. ClickHouse 18.16 has no ``ADD
+COLUMN IF NOT EXISTS``: a plain ``ALTER TABLE t ADD COLUMN c ...`` is written instead, and
+the runner skips it when `t` already has a column `c`. An applied file must never change
+(its checksum is recorded): add a new file instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ MIGRATIONS_DIR = INFRA_DIR / "clickhouse"
 MIGRATIONS_TABLE = "schema_migrations"
 
 _FILE_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
+# ALTER TABLE <table> ADD COLUMN <column> ... (18.16 knows no IF NOT EXISTS there)
+_ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?!IF\s)(\w+)\s",
+                         re.IGNORECASE)
 
 _CREATE_MIGRATIONS_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}
@@ -103,6 +108,21 @@ def table_exists(backend: ArchiveBackend, table: str) -> bool:
     return bool(result.scalar())
 
 
+def column_exists(backend: ArchiveBackend, table: str, column: str) -> bool:
+    """True if `table` of the backend's current database has a column `column`."""
+    result = backend.query(
+        "SELECT count() FROM system.columns WHERE database = currentDatabase() "
+        "AND table = {table:String} AND name = {column:String}",
+        {"table": table, "column": column})
+    return bool(result.scalar())
+
+
+def _column_added(backend: ArchiveBackend, statement: str) -> bool:
+    """True if `statement` adds a column that its table already has."""
+    match = _ADD_COLUMN.match(statement)
+    return match is not None and column_exists(backend, match[1], match[2])
+
+
 def pending_migrations(backend: ArchiveBackend,
                        directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """Migrations not applied yet; refuses if an applied one has changed since."""
@@ -125,6 +145,8 @@ def migrate(backend: ArchiveBackend, directory: Path = MIGRATIONS_DIR) -> list[s
     done = []
     for migration in pending_migrations(backend, directory):
         for statement in migration.statements:
+            if _column_added(backend, statement):
+                continue  # applied by a run interrupted before the migration was recorded
             try:
                 backend.execute(statement)
             except ArchiveError as exc:

@@ -248,7 +248,7 @@ def _command(d: Datum) -> tuple[int, tuple[Any, ...]]:
         _instrument_id(d["instrument"]), p["asset"], d["side"], d["quantity"], d["amount"],
         d["limit_price"], d["slippage_bps"], int(d["reduce_only"]), d["created_at"],
         d["deadline"], p["price"], p["confidence"], p["price_status"], p["state_version"],
-        p["rules_hash"], d["signature"],
+        p["rules_hash"], p["config_hash"], d["signature"],
     )
 
 
@@ -260,7 +260,7 @@ def _command_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
         d.col("limit_price"), d.col("slippage_bps"), d.col("reduce_only"), d.col("created_at"),
         d.col("deadline"), d.col("provenance.price"), d.col("provenance.confidence"),
         d.enum("provenance.price_status"), d.col("provenance.state_version"),
-        d.col("provenance.rules_hash"), d.col("signature"),
+        d.col("provenance.rules_hash"), d.col("provenance.config_hash"), d.col("signature"),
     ]
 
 
@@ -293,6 +293,16 @@ def _dead_letter_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
         d.col("stage"), d.col("reason"), d.col("detail"), d.col("source_topic"),
         d.col("source_partition"), d.col("source_offset"), utf8_or_escaped(d.col("key")),
         pc.binary_length(d.col("payload")),
+    ]
+
+
+def _refusal(d: Datum) -> tuple[int, tuple[Any, ...]]:
+    return d["event_time"], (d["account_id"], d["rule"], d["reason"], d["detail"])
+
+
+def _refusal_columns(d: Decoded) -> tuple[pa.Array, list[Any]]:
+    return d.col("event_time"), [
+        d.col("account_id"), d.col("rule"), d.col("reason"), d.col("detail"),
     ]
 
 
@@ -372,7 +382,8 @@ COMMANDS = TableSpec("commands", _cols(
     "action String, instrument_id Nullable(String), asset String, side Nullable(String), "
     "quantity Float64, amount Float64, limit_price Float64, slippage_bps Float64, "
     "reduce_only UInt8, created_at Int64, deadline Int64, price Float64, confidence Float64, "
-    "price_status String, state_version Int64, rules_hash String, signature String"),
+    "price_status String, state_version Int64, rules_hash String, config_hash String, "
+    "signature String"),
     _command, _command_columns)
 EXECUTION_REPORTS = TableSpec("execution_reports", _cols(
     "report_id String, command_id String, account_id String, chain String, status String, "
@@ -390,6 +401,9 @@ ACCOUNT_STATES = TableSpec("account_states", _cols(
     "min_margin_ratio Float64, breached_maintenance UInt8, collateral Float64, "
     "reserve Float64"), _account_state, _account_state_columns,
     tombstone=_account_state_deleted)
+REFUSALS = TableSpec("refusals", _cols(
+    "account_id String, rule String, reason String, detail String"), _refusal,
+    _refusal_columns)
 UNDECODABLE = TableSpec("undecodable_messages", _cols(
     "reason String, detail String, expected_schema String, payload_size Int64, "
     "payload_hex String, key_hex String"), None, has_record=False)
@@ -403,6 +417,7 @@ TABLES_BY_SCHEMA: dict[str, TableSpec] = {
     "aps.ExecutionReport": EXECUTION_REPORTS,
     "aps.DeadLetter": DEAD_LETTERS,
     "aps.AccountState": ACCOUNT_STATES,
+    "aps.ActionRefused": REFUSALS,
 }
 
 ALL_TABLES: tuple[TableSpec, ...] = (*TABLES_BY_SCHEMA.values(), UNDECODABLE)

@@ -3,11 +3,12 @@
 Proportions are those of a bundled run (`aps run --duration 60`, 400 accounts: 14,916
 messages): risk inputs 33 %, account states (the risk table's changelog) 30 %, account
 events 11 %, execution reports and commands 10 % each, consensus prices and oracle ticks
-3 % each, and a few dead letters. Record shapes follow that run's too: account states with
-one to four positions (options among them, with small gammas), rules, pending commands,
-valuations (a few never valued, min margin ratio 1e308), risk inputs carrying prices,
-account events and reports. A small share of messages the archiver must keep raw
-(garbage, a wrong schema) and changelog tombstones are mixed in.
+3 % each, and a few dead letters; refusals (risk.refusals, newer than that run) 1 %.
+Record shapes follow that run's too: account states with one to four positions (options
+among them, with small gammas), rules, pending commands, valuations (a few never valued,
+min margin ratio 1e308), risk inputs carrying prices, account events and reports. A small
+share of messages the archiver must keep raw (garbage, a wrong schema) and changelog
+tombstones are mixed in.
 
 Everything is derived from a seeded `random.Random`: the same arguments give the same bytes.
 """
@@ -22,6 +23,7 @@ from streams.codecs.avro import encode
 from streams.domain import (
     AccountEvent,
     AccountState,
+    ActionRefused,
     ChainlinkRound,
     Collateral,
     CollateralChanged,
@@ -64,11 +66,14 @@ CHANGELOG = "aps-risk-accounts-changelog"
 CHAINS = ("ethereum", "arbitrum", "solana")
 ASSETS = {"BTC": 57_500.0, "ETH": 2_700.0, "SOL": 118.0}
 SOURCES = ["chainlink@arbitrum", "chainlink@ethereum", "pyth@arbitrum", "pyth@solana"]
+# one engine configuration per run: every command carries the same settings digest
+CONFIG_HASH = "16695f0ef9271e56fad8b12d819109d0"
 
-# (topic kind, weight): the measured proportions (per 10,000 messages)
+# (topic kind, weight): the measured proportions (per 10,000 messages); refusals
+# (risk.refusals) came after that run, their weight is a guess of one per ten commands
 MIX = (("risk_input", 3324), ("account_state", 2970), ("account_event", 1107),
        ("report", 989), ("command", 989), ("price", 307), ("tick", 310), ("dead_letter", 3),
-       ("tombstone", 1))
+       ("tombstone", 1), ("refusal", 99))
 ODD_SHARE = 0.0005  # messages that are not valid APS records of their topic
 # of those: garbage (bad framing), another topic's record, a truncated record. The bundled
 # run had 2 garbage messages in 14,916 and no truncated one; truncation is kept (1 in 10
@@ -93,6 +98,7 @@ class Workload:
             "account_event": self._account_event, "report": self._report,
             "command": self._command, "price": self._price, "tick": self._tick,
             "dead_letter": self._dead_letter, "tombstone": self._tombstone,
+            "refusal": self._refusal,
         }
 
     def messages(self, count: int) -> list[KafkaMessage]:
@@ -272,7 +278,7 @@ class Workload:
             deadline=self.clock + 120_000,
             provenance=Provenance(asset, price, self._x(1.0, 200.0), self.clock,
                                   PriceStatus.OK, SOURCES, rng.randrange(50),
-                                  f"{rng.getrandbits(128):032x}"),
+                                  f"{rng.getrandbits(128):032x}", CONFIG_HASH),
             signature=f"{rng.getrandbits(256):064x}")
         return f"exec.{chain}.commands", account.encode(), encode(command)
 
@@ -306,6 +312,25 @@ class Workload:
                             b"broken-account", b"\xc3\x01" + rng.randbytes(40),
                             rng.choice([-1, self.clock]))
         return "aps.deadletter", b"risk", encode(letter)
+
+    def _refusal(self) -> tuple[str, bytes, bytes | None]:
+        rng = self.rng
+        account, asset = self._account(), rng.choice(list(ASSETS))
+        limit = self._x(10_000.0, 100_000.0)
+        notional = limit * self._x(1.0, 4.0)
+        reason, rule, values = rng.choice([
+            ("cooldown", f"delta_band:{asset}",
+             {"fired_at": float(self.clock - rng.randrange(60_000)), "cooldown_ms": 60_000.0}),
+            ("max_notional", "margin_ladder[1]",
+             {"notional": notional, "max_command_notional": limit, "commands": 3.0}),
+            ("rate_limited", f"vol_scaling:{asset}",
+             {"max_commands": 10.0, "rate_window_ms": 60_000.0, "recent_commands": 10.0}),
+            ("degraded", f"gamma_bound:{asset}", {}),
+        ])
+        refused = ActionRefused(account, rule, reason, f"{reason} on {asset}", values,
+                                self.clock, rng.randrange(self.partitions),
+                                rng.randrange(100_000))
+        return "risk.refusals", account.encode(), encode(refused)
 
 
 def messages(count: int, seed: int = 7) -> list[KafkaMessage]:

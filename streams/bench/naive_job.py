@@ -418,7 +418,7 @@ def _command(d: _Decision, label: str, reason: CommandReason, trigger: dict[str,
         deadline=quote.event_time + limits["deadline_ms"],
         provenance=Provenance(quote.asset, quote.price, quote.confidence, quote.event_time,
                               quote.status, list(quote.sources), state["version"],
-                              ""))
+                              "", ""))
 
 
 # --- the fan-out step ----------------------------------------------------------------------

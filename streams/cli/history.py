@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 history_app = typer.Typer(
-    help="Query the archive: commands, prices, reports, dead letters, account states and "
-         "timelines, SQL, plots.",
+    help="Query the archive: commands, prices, reports, dead letters, refusals, account "
+         "states and timelines, SQL, plots.",
     no_args_is_help=True)
 
 LIMIT = typer.Option(queries.DEFAULT_LIMIT, "--limit", "-n", min=1, help="Rows to show.")
@@ -236,6 +236,20 @@ def history_dead_letters(
     _show("Dead letters (newest first)",
           lambda b: queries.dead_letters(b, limit, stage=stage, reason=reason),
           output_format(fmt, as_json), "No dead letters archived (with these filters).")
+
+
+@history_app.command("refusals")
+def history_refusals(
+    limit: int = LIMIT,
+    account: str | None = typer.Option(None, "--account", help="Only this account id."),
+    reason: str | None = typer.Option(None, "--reason", help="e.g. cooldown, rate_limited."),
+    fmt: OutputFormat | None = FORMAT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Actions a rule wanted and the policy refused, with the reason, newest first."""
+    _show("Refused actions (newest first)",
+          lambda b: queries.refusals(b, limit, account=account, reason=reason),
+          output_format(fmt, as_json), "No refusals archived (with these filters).")
 
 
 @history_app.command("undecodable")

@@ -38,6 +38,7 @@ def simulate_command(
     from streams.config import load_settings
     from streams.executors.chains import load_chain_profiles
     from streams.risk.bookgen import format_book, generate_accounts, parse_book
+    from streams.risk.settings import engine_config_for
     from streams.risk.simulate import (
         SimulationConfig,
         first_prices,
@@ -57,8 +58,10 @@ def simulate_command(
             source = f"generated, seed {seed}"
         if save_book is not None:
             save_book.write_text(format_book(accounts_book))
-        profiles = load_chain_profiles(chains or load_settings().chains_file)
-        config = SimulationConfig(chains=profiles, confidence_bps=confidence_bps)
+        settings = load_settings()
+        profiles = load_chain_profiles(chains or settings.chains_file)
+        config = SimulationConfig(chains=profiles, confidence_bps=confidence_bps,
+                                  engine=engine_config_for(settings))
         report = simulate(ticks, accounts_book, config, policy=not no_policy)
     except (APSError, OSError) as exc:
         typer.echo(f"aps simulate: {exc}", err=True)

@@ -10,7 +10,7 @@ from streams.domain.account import (
     RulesChanged,
     Valuation,
 )
-from streams.domain.commands import ExecutionReport, Provenance, ScalingCommand
+from streams.domain.commands import ActionRefused, ExecutionReport, Provenance, ScalingCommand
 from streams.domain.consensus import ConsensusAssetState, ConsensusState, OracleFeedState
 from streams.domain.enums import (
     CommandAction,
@@ -46,6 +46,7 @@ from streams.domain.rules import (
 __all__ = [
     "AccountEvent",
     "AccountState",
+    "ActionRefused",
     "AssetMarket",
     "ChainlinkRound",
     "Collateral",

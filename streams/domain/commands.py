@@ -26,6 +26,8 @@ class Provenance:
     sources: list[str]
     state_version: int
     rules_hash: str
+    # digest of the engine's settings the command was decided under (streams.risk.settings)
+    config_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +73,23 @@ class ExecutionReport:
     executed_at: int
     venue: str
     signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRefused:
+    """A rule that wanted to act and did not (topic risk.refusals): the engine's record of
+    a decision not taken, so an auditor sees every held-back command, not only those sent.
+
+    `reason` is the policy's code (cooldown, rate_limited, max_notional, degraded ...),
+    `values` the numbers that decided it, `event_time` the event time of the input being
+    applied; `partition`/`input_offset` locate that input on risk.inputs (-1 if unknown).
+    """
+
+    account_id: str
+    rule: str
+    reason: str
+    detail: str
+    values: dict[str, float]
+    event_time: int
+    partition: int = -1
+    input_offset: int = -1

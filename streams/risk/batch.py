@@ -327,7 +327,7 @@ def _replace_holdings(view: AccountView, holdings: tuple[Holding, ...]) -> Accou
         rules_hash=view.rules_hash, holdings=holdings, equity_mark=view.equity_mark,
         pending_top_up=view.pending_top_up, reserves=view.reserves, k=view.k,
         first_chain=view.first_chain, last_fired=view.last_fired,
-        recent_commands=view.recent_commands)
+        recent_commands=view.recent_commands, config_hash=view.config_hash)
 
 
 # --- stage 1 and 2: the margin ladder -------------------------------------------------------

@@ -81,6 +81,7 @@ from streams.risk.account import (
 )
 from streams.risk.batch import MIN_REDUCING, BatchStats, covered, decide_many, with_hedge
 from streams.risk.book import Book, BoolArray, Columns, IntArray, Projected, Quote
+from streams.risk.canonical import settings_hash
 from streams.risk.margin import RATIO_CAP, FloatArray, MarginParams, StressGrid, margin_ratio
 from streams.risk.policy import (
     AccountView,
@@ -202,6 +203,8 @@ class PartitionEngine:
         evaluated at one update (below that numpy's per-call overhead costs more than it
         saves). Decisions are the same either way."""
         self.config = config
+        # in every command's provenance (streams.risk.settings.engine_config_hash)
+        self.config_hash = settings_hash(config)
         self.book = Book(config.grid, config.rate)
         self.book.default_vol = config.default_vol
         self.book.valuations = valuations
@@ -1012,7 +1015,8 @@ class PartitionEngine:
             equity_mark=float(book.accounts["equity"][index]),
             pending_top_up=math.fsum(top_ups.values()), reserves=reserves,
             k=float(book.accounts["k"][index]), first_chain=record.first_chain(),
-            last_fired=record.last_fired, recent_commands=record.recent_commands)
+            last_fired=record.last_fired, recent_commands=record.recent_commands,
+            config_hash=self.config_hash)
 
     def _evaluate(self, candidates: list[int], trigger: str, now: int) -> list[ScalingCommand]:
         """Run the policy on `candidates` (in order): the accounts `decide_many` covers

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -131,17 +131,40 @@ class AccountView:
     first_chain: str | None
     last_fired: Mapping[str, int]
     recent_commands: Sequence[int]
+    # the engine's settings digest, copied into every command's provenance
+    config_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A rule that wanted to act and did not, with the reason (for audit and metrics)."""
+    """A rule that wanted to act and did not, with the reason (for audit and metrics).
+
+    `code` is one of REFUSAL_CODES; `values` holds the numbers that decided it (e.g. the
+    wanted notional and the limit), empty where the code has none."""
 
     account_id: str
     rule: str
     code: str
     event_time: int
     detail: str = ""
+    values: dict[str, float] = field(default_factory=dict)
+
+
+# every `Refusal.code` the policy records
+REFUSAL_CODES = ("cooldown", "halted", "degraded", "unhealthy_chain", "overridden",
+                 "below_min_trade", "max_notional", "rate_limited")
+# the rule families of the labels (margin_ladder[1], delta_band:ETH ...), for bounded labels
+RULE_KINDS = ("margin_ladder", "delta_band", "vol_scaling", "gamma_bound")
+
+
+def rule_kind(rule: str) -> str:
+    """The family of a rule label, e.g. ``margin_ladder`` for ``margin_ladder[1]``; of a
+    merged label (``a+b``) its first rule's; ``other`` for a label of no known family."""
+    first = rule.split("+", 1)[0]
+    for kind in RULE_KINDS:
+        if first.startswith(kind):
+            return kind
+    return "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,15 +396,18 @@ class _Evaluation:
                 return i
         return None
 
-    def refuse(self, label: str, code: str, detail: str = "") -> None:
-        """Record a refusal."""
-        self.refusals.append(Refusal(self.view.account_id, label, code, self.now, detail))
+    def refuse(self, label: str, code: str, detail: str = "",
+               values: dict[str, float] | None = None) -> None:
+        """Record a refusal (`values`: the numbers that decided it)."""
+        self.refusals.append(Refusal(self.view.account_id, label, code, self.now, detail,
+                                     values if values is not None else {}))
 
     def cooling(self, label: str) -> bool:
         """True if `label` fired within its cooldown (records the refusal)."""
         last = self.view.last_fired.get(label)
         if last is not None and self.now - last < self.limits.cooldown_ms:
-            self.refuse(label, "cooldown", f"fired at {last}, cooldown {self.limits.cooldown_ms}")
+            self.refuse(label, "cooldown", f"fired at {last}, cooldown {self.limits.cooldown_ms}",
+                        {"fired_at": float(last), "cooldown_ms": float(self.limits.cooldown_ms)})
             return True
         return False
 
@@ -391,7 +417,8 @@ class _Evaluation:
         h = self.holdings[index]
         quote = self.market.quotes[h.instrument.underlying]
         if quote.status is PriceStatus.HALTED:
-            self.refuse(label, "halted", f"{h.instrument.underlying} price HALTED")
+            self.refuse(label, "halted", f"{h.instrument.underlying} price HALTED",
+                        {"wanted_quantity": float(dq)})
             return 0.0
         degraded = quote.status is PriceStatus.DEGRADED
         unhealthy = h.instrument.chain in self.market.unhealthy_chains
@@ -403,7 +430,8 @@ class _Evaluation:
         if limited != dq:
             why = "degraded" if degraded else "unhealthy_chain"
             self.refuse(label, why, f"only reduce-only trades on {h.instrument.underlying}"
-                        f" ({quote.status.value}) / chain {h.instrument.chain}")
+                        f" ({quote.status.value}) / chain {h.instrument.chain}",
+                        {"wanted_quantity": float(dq), "allowed_quantity": float(limited)})
         return limited
 
     def plan_trade(self, index: int, dq: float, reason: CommandReason, label: str,
@@ -718,7 +746,8 @@ def _merge(ev: _Evaluation) -> list[_Plan]:
             continue
         label = plan.labels[0]
         if (first.quantity > 0) != (plan.quantity > 0):
-            ev.refuse(label, "overridden", f"conflicts with {first.labels[0]}")
+            ev.refuse(label, "overridden", f"conflicts with {first.labels[0]}",
+                      {"quantity": float(plan.quantity), "kept_quantity": float(first.quantity)})
             continue
         first.quantity += plan.quantity
         first.severe = first.severe or plan.severe
@@ -745,7 +774,9 @@ def _size(ev: _Evaluation, plans: list[_Plan]) -> list[_Plan]:
             original = ev.holdings[plan.holding].quantity
             closes = original != 0.0 and abs(original + plan.quantity) <= 1e-12 * abs(original)
         if size < lim.min_trade_notional and not closes:
-            ev.refuse(label, "below_min_trade", f"{size:.2f} < {lim.min_trade_notional}")
+            ev.refuse(label, "below_min_trade", f"{size:.2f} < {lim.min_trade_notional}",
+                      {"notional": float(size),
+                       "min_trade_notional": float(lim.min_trade_notional)})
             continue
         if size <= lim.max_command_notional:
             out.append(plan)
@@ -753,7 +784,10 @@ def _size(ev: _Evaluation, plans: list[_Plan]) -> list[_Plan]:
         chunks = min(MAX_CHUNKS, math.ceil(size / lim.max_command_notional)) if protective else 1
         share = lim.max_command_notional / size
         ev.refuse(label, "max_notional", f"{size:.2f} > {lim.max_command_notional},"
-                  f" {chunks} command(s) of the maximum")
+                  f" {chunks} command(s) of the maximum",
+                  {"notional": float(size),
+                   "max_command_notional": float(lim.max_command_notional),
+                   "commands": float(chunks)})
         for _ in range(chunks):
             out.append(_Plan(plan.holding, plan.quantity * share, plan.amount * share,
                              plan.chain, plan.reason, plan.labels, plan.trigger, plan.severe))
@@ -774,7 +808,10 @@ def _rate_limit(ev: _Evaluation, plans: list[_Plan]) -> list[_Plan]:
             budget -= 1
         else:
             ev.refuse("+".join(plan.labels), "rate_limited",
-                      f"{lim.max_commands} commands per {lim.rate_window_ms} ms")
+                      f"{lim.max_commands} commands per {lim.rate_window_ms} ms",
+                      {"max_commands": float(lim.max_commands),
+                       "rate_window_ms": float(lim.rate_window_ms),
+                       "recent_commands": float(recent)})
     return out
 
 
@@ -833,7 +870,7 @@ def _build(ev: _Evaluation, plans: list[_Plan]) -> Outcome:
                 asset=quote.asset, price=quote.price, confidence=quote.confidence,
                 price_event_time=quote.event_time, price_status=quote.status,
                 sources=list(quote.sources), state_version=view.version,
-                rules_hash=view.rules_hash),
+                rules_hash=view.rules_hash, config_hash=view.config_hash),
         ))
         pending.append(PendingCommand(
             command_id=cid, reason=plan.reason,

@@ -41,6 +41,7 @@ from streams.errors import InfraError
 from streams.executors.chains import load_chain_profiles
 from streams.infra.processes import cpu_seconds
 from streams.oracle.feeds import load_feeds
+from streams.risk.settings import engine_config_for
 from streams.run.hops import HopStats, hop_latencies, stale_quotes
 from streams.run.lag import group_behind
 from streams.run.metrics import (
@@ -188,6 +189,7 @@ def run_pipeline(settings: Settings, options: RunOptions, console: Console | Non
     """
     console = console or Console(stderr=True)
     started = time.monotonic()
+    engine_config_for(settings)  # a bad settings file stops the run before anything starts
     if settings.embedded_broker:
         reset_embedded_state(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +251,7 @@ def _offline(settings: Settings, scenario: Scenario, console: Console) -> Offlin
 
         result = run_offline(scenario, load_feeds(settings.feeds_file),
                              load_chain_profiles(settings.chains_file), settings.partitions,
-                             on_progress=progress)
+                             config=engine_config_for(settings), on_progress=progress)
     console.print(f"offline run: {result.prices} prices, {len(result.commands)} commands in "
                   f"{time.monotonic() - started:.0f}s")
     return result

@@ -126,6 +126,9 @@ class Stack:
         })
         if self.settings.clickhouse_url:
             env["APS_CLICKHOUSE_URL"] = self.settings.clickhouse_url
+        if self.settings.engine_config is not None:
+            # the worker's engines decide with the same settings as the offline twin
+            env["APS_ENGINE_CONFIG"] = str(self.settings.engine_config.resolve())
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime

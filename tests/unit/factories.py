@@ -56,5 +56,5 @@ def command(command_id: str = "cmd-1", chain: str = "arbitrum", quantity: float 
         limit_price=price * (1 - slippage_bps / 1e4), slippage_bps=slippage_bps,
         reduce_only=False, created_at=created_at, deadline=deadline,
         provenance=Provenance("ETH", price, 1.5, created_at, PriceStatus.OK,
-                              ["ethereum/chainlink/ETH-USD"], 4, "abc123"),
+                              ["ethereum/chainlink/ETH-USD"], 4, "abc123", "cfg456"),
     )

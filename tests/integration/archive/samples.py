@@ -19,6 +19,7 @@ from streams.codecs.avro import encode
 from streams.domain import (
     AccountEvent,
     AccountState,
+    ActionRefused,
     ChainlinkRound,
     Collateral,
     CollateralChanged,
@@ -89,7 +90,8 @@ def command(account: str, n: int, *, chain: str = "arbitrum",
         amount=0.0, limit_price=price * 0.997, slippage_bps=30.0, reduce_only=n % 2 == 1,
         created_at=t, deadline=t + 60_000,
         provenance=Provenance("ETH", price, 1.2, t - 500, PriceStatus.OK,
-                              ["pyth:arbitrum", "chainlink:ethereum"], 7 + n, "rules-h1"),
+                              ["pyth:arbitrum", "chainlink:ethereum"], 7 + n, "rules-h1",
+                              "config-h1"),
         signature="ab" * 32)
 
 
@@ -102,7 +104,7 @@ def top_up(account: str, n: int, *, t: int = T0) -> ScalingCommand:
         side=None, quantity=0.0, amount=25_000.0, limit_price=0.0, slippage_bps=0.0,
         reduce_only=False, created_at=t, deadline=t + 60_000,
         provenance=Provenance("ETH", 2500.0, 2.0, t, PriceStatus.DEGRADED, ["pyth:arbitrum"],
-                              3, "rules-h1"))
+                              3, "rules-h1", ""))
 
 
 def consensus(asset: str, seq: int, *, t: int = T0, price: float = 3000.0,
@@ -119,6 +121,14 @@ def report(account: str, n: int, *, t: int = T0,
                            status, "" if status is ExecutionStatus.FILLED else "deadline",
                            CommandAction.TRADE, perp(), -1.5, 2991.0, 0.45, 0.0, t + 1200,
                            "sim-arbitrum")
+
+
+def refusal(account: str, reason: str, *, rule: str = "delta_band:ETH",
+            t: int = T0) -> ActionRefused:
+    """A refusal of `account`'s rule, with the numbers that decided it."""
+    return ActionRefused(account, rule, reason, f"{reason}: 250000.00 > 100000.0",
+                         {"notional": 250_000.0, "max_command_notional": 100_000.0,
+                          "fired_at": float(t - 1_000)}, t, 2, 41)
 
 
 def account_state(account: str, version: int, *, ratio: float | None, t: int = T0,
@@ -184,6 +194,13 @@ def samples(prefix: str, chains: tuple[str, ...] = ("ethereum", "arbitrum")) -> 
             f"{prefix}acct-9".encode(), b"\xc3\x01garbage", -1)), "dead_letters"),
         Sample(CHANGELOG, acct.encode(), encode(account_state(acct, 3, ratio=1.4)),
                "account_states"),
+        Sample("risk.refusals", acct.encode(), encode(refusal(acct, "cooldown", t=T0 + 7)),
+               "refusals"),
+        Sample("risk.refusals", acct2.encode(), encode(refusal(
+            acct2, "max_notional", rule="margin_ladder[1]+delta_band:ETH", t=T0 + 8)),
+            "refusals"),
+        Sample("risk.refusals", acct2.encode(), encode(ActionRefused(
+            acct2, "vol_scaling:ETH", "degraded", "", {}, T0 + 9)), "refusals"),
         Sample(CHANGELOG, acct2.encode(), encode(account_state(acct2, 1, ratio=None)),
                "account_states"),
     ]

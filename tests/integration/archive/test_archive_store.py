@@ -20,6 +20,7 @@ from streams.archive.migrations import (
     MIGRATIONS_DIR,
     MigrationError,
     applied_migrations,
+    column_exists,
     load_migrations,
     migrate,
     pending_migrations,
@@ -95,6 +96,25 @@ def test_a_new_migration_file_is_applied_alone(archive_backend: ArchiveBackend,
     assert table_exists(archive_backend, "extra_b")
 
 
+def test_a_column_added_by_an_interrupted_run_is_not_added_twice(
+        archive_backend: ArchiveBackend, tmp_path: Path) -> None:
+    # 18.16 has no ADD COLUMN IF NOT EXISTS: the runner skips an ADD COLUMN whose column is
+    # there (a run stopped after the statement and before its record applies it again)
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    migrate(archive_backend, directory)
+    add = "ALTER TABLE commands ADD COLUMN extra_c String DEFAULT '' AFTER rules_hash;\n"
+    (directory / "900_add.sql").write_text(add)
+    (directory / "901_add_again.sql").write_text(add)
+    assert migrate(archive_backend, directory) == ["900_add", "901_add_again"]
+    assert column_exists(archive_backend, "commands", "extra_c")
+    assert not column_exists(archive_backend, "commands", "no_such_column")
+    (directory / "902_bad.sql").write_text(
+        "ALTER TABLE commands ADD COLUMN extra_d NoSuchType;\n")
+    with pytest.raises(MigrationError, match="902_bad"):
+        migrate(archive_backend, directory)
+
+
 # --- rows of every schema ----------------------------------------------------------------------
 
 def test_every_table_accepts_rows_of_real_records(archive: ArchiveBackend) -> None:
@@ -120,6 +140,7 @@ def test_typed_columns_and_json_record_of_a_command(archive: ArchiveBackend) -> 
         "acct-7-cmd-1", "ethereum", "DELTA_REBALANCE", "SELL", 1)
     assert (row["quantity"], row["price"], row["state_version"]) == (2.5, 3000.0, 8)
     assert row["instrument_id"] == "ETH-PERP-ethereum"
+    assert (row["rules_hash"], row["config_hash"]) == ("rules-h1", "config-h1")
     record = json.loads(row["record"])
     assert record["trigger"] == {"delta": 3.5, "band": 1.0}
     assert record["provenance"]["sources"] == ["pyth:arbitrum", "chainlink:ethereum"]

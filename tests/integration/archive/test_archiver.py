@@ -98,7 +98,7 @@ def own_rows(reader: ArchiveBackend, prefix: str, final: bool = True) -> Counter
     counts: Counter[str] = Counter()
     for table in ("oracle_ticks", "consensus_prices", "account_events", "risk_inputs",
                   "commands", "execution_reports", "dead_letters", "account_states",
-                  "undecodable_messages"):
+                  "refusals", "undecodable_messages"):
         n = reader.query(
             f"SELECT count() FROM {table}{' FINAL' if final else ''} "
             "WHERE startsWith(kafka_key, {p:String})", {"p": prefix}).scalar()

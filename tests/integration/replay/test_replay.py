@@ -28,7 +28,7 @@ from streams.config import Settings
 from streams.domain import ScalingCommand
 from streams.infra.broker import create_topics, producer_config
 from streams.replay.audit import ReplayRequest, run_audit
-from streams.replay.sources import ArchiveSource, TopicSource
+from streams.replay.sources import TopicSource
 from streams.topics import TopicSpec
 
 pytestmark = pytest.mark.integration

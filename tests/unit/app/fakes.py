@@ -32,11 +32,14 @@ class FakeEvent:
 
 class FakeTopic:
     """Collects what a stage sends. With `held_acks`, each send returns a future the broker
-    has not acknowledged yet (`acknowledge` resolves them); otherwise it returns None."""
+    has not acknowledged yet (`acknowledge` resolves them); otherwise it returns None.
+    `partitions`: the partition count a stage reads (None: unknown, the stage uses
+    APS_PARTITIONS)."""
 
-    def __init__(self, *, held_acks: bool = False) -> None:
+    def __init__(self, *, held_acks: bool = False, partitions: int | None = None) -> None:
         self.sent: list[dict[str, Any]] = []
         self.held_acks = held_acks
+        self.partitions = partitions
         self.pending: list[asyncio.Future[None]] = []
 
     def send_soon(self, **kwargs: Any) -> asyncio.Future[None] | None:

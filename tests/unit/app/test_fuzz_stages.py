@@ -158,7 +158,8 @@ def test_risk_stage_applies_or_dead_letters_every_input(data: st.DataObject) -> 
     values = _inputs(data, _valid_records()[RISK_INPUTS])
     commands = {chain: FakeTopic() for chain in SETTINGS.chains}
     dead = FakeTopic()
-    processor = RiskProcessor(SETTINGS, {}, {}, commands, DeadLetterSink(dead, "risk"))
+    processor = RiskProcessor(SETTINGS, {}, {}, commands, DeadLetterSink(dead, "risk"),
+                              refusals=FakeTopic())
     asyncio.run(processor.process(fake_events(RISK_INPUTS, values)))
     _check(values, RiskInput, _letters(dead), outputs=0, processed=lambda _: False)
 

@@ -133,7 +133,7 @@ def test_topics_made_with_another_default_count_say_what_to_set() -> None:
     text = str(info.value)
     assert text.startswith("the topics on b:9092 have 8 partitions (oracle.prices, ")
     assert "but APS_PARTITIONS=4; set APS_PARTITIONS=8 to use them" in text
-    assert "and 3 more" in text and "\n" not in text
+    assert "and 4 more" in text and "\n" not in text
 
 
 def test_mixed_counts_are_listed_topic_by_topic() -> None:

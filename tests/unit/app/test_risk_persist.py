@@ -55,7 +55,7 @@ def _processor(persist_ms: int) -> tuple[RiskProcessor, CountingTable, dict, Fak
     dead = FakeTopic(held_acks=True)
     commands = {chain: FakeTopic(held_acks=True) for chain in settings.chains}
     processor = RiskProcessor(settings, accounts, market, commands,  # type: ignore[arg-type]
-                              DeadLetterSink(dead, "risk"))
+                              DeadLetterSink(dead, "risk"), refusals=FakeTopic())
     return processor, accounts, market, dead
 
 

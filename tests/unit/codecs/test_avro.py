@@ -17,6 +17,7 @@ from streams.codecs import decode, decode_datum, encode, encode_risk_input
 from streams.domain import (
     AccountEvent,
     AccountState,
+    ActionRefused,
     ChainlinkRound,
     CollateralChanged,
     CommandAction,
@@ -103,7 +104,18 @@ RECORDS = [
                  last_fired={"delta:BTC": 5}, origin_offsets={"account.events:0": 9}),
     DeadLetter("consensus", "unknown_feed", "no feed x", "oracle.ticks", 0, 12, b"k", b"\x00",
                -1),
+    ActionRefused("acct-1", "margin_ladder[1]+delta_band:ETH", "max_notional",
+                  "250000.00 > 100000.0, 3 command(s) of the maximum",
+                  {"notional": 250_000.0, "max_command_notional": 100_000.0, "commands": 3.0},
+                  1_706_558_123_000, 2, 41),
+    ActionRefused("acct-2", "delta_band:BTC", "degraded", "", {}, 7),
 ]
+
+
+def test_an_action_refused_without_input_coordinates_reads_them_as_unknown() -> None:
+    refused = decode(encode(ActionRefused("a", "gamma_bound:SOL", "cooldown", "", {}, 9)),
+                     ActionRefused)
+    assert (refused.partition, refused.input_offset) == (-1, -1)
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)

@@ -22,7 +22,7 @@ from streams.domain import (
 )
 from streams.risk.bookgen import BookAccount
 from streams.risk.engine import EngineConfig, PartitionEngine
-from streams.risk.policy import command_id
+from streams.risk.policy import REFUSAL_CODES, command_id, rule_kind
 from streams.risk.simulate import PriceTick, SimulationConfig, simulate
 from tests.unit.risk.engine_helpers import Feeder, crash_path, ladder, option, perp, rules
 
@@ -198,6 +198,35 @@ def test_rate_limit_min_size_and_max_notional() -> None:
     feed.report(first[0], price=63_000.0, time_ms=2_100)
     assert feed.price("BTC", 63_000.0, 3_000) == []  # one command per window
     assert "rate_limited" in [r.code for r in feed.engine.take_refusals()]
+
+
+def test_refusals_carry_the_numbers_that_decided_them() -> None:
+    feed = Feeder()
+    hedged_straddle(feed, cooldown_ms=0, max_commands=1, max_notional=10_000.0)
+    feed.price("BTC", 60_000.0, 0)
+    first = feed.price("BTC", 63_000.0, 2_000)
+    clipped = feed.engine.take_refusals()
+    assert [r.code for r in clipped] == ["max_notional"]
+    values = clipped[0].values
+    assert values["max_command_notional"] == 10_000.0 and values["commands"] == 1.0
+    assert values["notional"] > 10_000.0
+    assert first[0].quantity * 63_000.0 == pytest.approx(10_000.0)
+    feed.report(first[0], price=63_000.0, time_ms=2_100)
+    feed.price("BTC", 63_000.0, 3_000)
+    limited = [r for r in feed.engine.take_refusals() if r.code == "rate_limited"]
+    assert limited and limited[0].values == {"max_commands": 1.0, "rate_window_ms": 600_000.0,
+                                             "recent_commands": 1.0}
+    assert {r.code for r in clipped + limited} <= set(REFUSAL_CODES)
+
+
+@pytest.mark.parametrize(("rule", "kind"), [
+    ("margin_ladder[2]", "margin_ladder"), ("delta_band:ETH", "delta_band"),
+    ("vol_scaling:BTC", "vol_scaling"), ("gamma_bound:SOL", "gamma_bound"),
+    ("margin_ladder[0]+delta_band:BTC", "margin_ladder"),
+    ("delta_band:BTC+vol_scaling:BTC", "delta_band"), ("something_else", "other"), ("", "other"),
+])
+def test_the_rule_family_of_a_label(rule: str, kind: str) -> None:
+    assert rule_kind(rule) == kind
 
 
 def test_protective_reductions_are_split_at_the_maximum_notional() -> None:
