@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 from streams.archive import plotdata, plots
 from streams.archive.backends import ArchiveBackend, ChdbBackend, ServerBackend
 from streams.archive.migrations import migrate
-from streams.archive.rows import COMMON_COLUMNS, Column, KafkaMessage
+from streams.archive.rows import KafkaMessage
 from streams.archive.timeline import account_timeline
 from streams.cli import app
 from streams.codecs.avro import encode
 from streams.domain import (
     AccountEvent,
+    ActionRefused,
     ChainlinkRound,
     DeadLetter,
     ExecutionStatus,
@@ -37,6 +38,7 @@ from streams.domain import (
     ScalingRules,
 )
 from streams.oracle.feeds import loads_feeds
+from streams.topics import RISK_REFUSALS
 from tests.integration.archive import samples as s
 from tests.integration.archive.samples import T0, insert_messages
 
@@ -166,7 +168,16 @@ def test_the_timeline_has_every_kind_in_event_time_order(archive: Archive) -> No
     assert by_id["acct-A-rep-2"]["what"].startswith("REJECTED")
     assert "ladder 1.3 TOP_UP 0.5; ladder 1.1 REDUCE 0.25" in by_id["ev-2"]["detail"]
     assert not any(OTHER in json.dumps(r) for r in rows)
-    assert "no table refusals" in err
+    assert "no table refusals" not in err  # the migrations made it; it holds none of ACCOUNT's
+
+
+def test_an_archive_without_the_refusals_table_says_so_and_shows_the_rest(
+        archive: Archive) -> None:
+    env, backend = archive
+    backend.execute("DROP TABLE refusals")  # an archive of a version before the table
+    code, out, err = cli(env, "history", "account", ACCOUNT, "--json")
+    assert code == 0 and "no table refusals" in err
+    assert len(json_rows(out)) == 14
 
 
 def test_the_timeline_respects_from_and_to(archive: Archive) -> None:
@@ -194,18 +205,12 @@ def test_a_limited_timeline_is_its_first_rows_and_says_so(archive: Archive) -> N
 
 def test_the_refusals_are_in_the_timeline_once_the_table_exists(archive: Archive) -> None:
     env, backend = archive
-    columns = [*COMMON_COLUMNS, Column("account_id", "String"), Column("rule", "String"),
-               Column("reason", "String"), Column("detail", "String"),
-               Column("record", "String")]
-    backend.execute("CREATE TABLE refusals (" + ", ".join(f"{c.name} {c.type}" for c in columns)
-                    + ") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(event_dt) "
-                    "ORDER BY (topic, kafka_partition, kafka_offset, kafka_timestamp)")
-    at = (T0 + 2600) // 1000  # DateTime columns: epoch seconds, as the archiver inserts
-    backend.insert("refusals", columns, [
-        ("aps.refusals", 0, 0, ACCOUNT, T0 + 9000, T0 + 2600, at, at, ACCOUNT, "margin_ladder[1]",
-         "rate_limited", "10 commands in 600 s", "{}"),
-        ("aps.refusals", 0, 1, OTHER, T0 + 9001, T0 + 2600, at, at, OTHER, "delta_band",
-         "cooldown", "", "{}")])
+    refused = [(ACCOUNT, "margin_ladder[1]", "rate_limited", "10 commands in 600 s"),
+               (OTHER, "delta_band", "cooldown", "")]
+    insert_messages(backend, [
+        KafkaMessage(RISK_REFUSALS, 0, i, account.encode(), encode(ActionRefused(
+            account, rule, reason, detail, {}, T0 + 2600)), T0 + 9000 + i)
+        for i, (account, rule, reason, detail) in enumerate(refused)])
     timeline = account_timeline(backend, ACCOUNT)
     refusals = [e for e in timeline.entries if e.kind == "refusal"]
     assert [(e.event_time, e.what, e.detail) for e in refusals] == [
