@@ -194,3 +194,30 @@ def test_a_what_if_rule_change_shows_exactly_the_affected_accounts_commands(arch
     assert report["summary"]["removed"] == counts[account]
     row = next(a for a in report["accounts"] if a["account_id"] == account)
     assert row["commands"] == {"recorded": counts[account], "what_if": 0}
+
+
+def test_a_what_if_with_other_engine_settings_names_both_hashes(tmp_path: Path) -> None:
+    env: dict[str, str | None] = {"APS_DATA_DIR": str(tmp_path / "aps"),
+                                  "APS_CLICKHOUSE_URL": None, **KEYS}
+    backend = ChdbBackend(tmp_path / "aps" / "chdb")
+    archive_history(backend, history().messages)
+    backend.close()
+    settings_file = tmp_path / "engine.toml"
+    settings_file.write_text("[policy]\nprotective_slippage_bps = 150.0\n")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["replay", "--engine-config", str(settings_file)], env=env)
+    assert refused.exit_code == 2 and "never to an audit" in refused.output
+
+    report_file = tmp_path / "what-if.json"
+    result = runner.invoke(app, ["replay", "--what-if", "--engine-config", str(settings_file),
+                                 "-o", str(report_file)], env=env)
+    assert result.exit_code == 1, result.output
+    report = json.loads(report_file.read_text())
+    hashes = report["engine_config_hash"]
+    assert report["kind"] == "what-if" and hashes["recorded"] != hashes["what_if"]
+    changed = [d for d in report["commands"] if d["kind"] == "changed"]
+    assert changed, "another settings hash changes every command's provenance"
+    assert all(any(f["field"] == "provenance.config_hash"
+                   and f["recorded"] == hashes["recorded"] and f["what_if"] == hashes["what_if"]
+                   for f in d["fields"]) for d in changed)
+    assert "what-if, not an audit" in result.output
