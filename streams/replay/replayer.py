@@ -47,16 +47,20 @@ class Period:
 class PartitionReplay:
     """What replaying one partition read and decided.
 
-    `read`: entries read (from the log's start); `rules_in_force`: each account's rules
-    hash at the end of the period; `lowest`: each account's lowest margin ratio and whether
-    it went past maintenance, from the log's start to the end of the period;
-    `forged_from_record`: reports refused because the
-    record's dead letters say so (no report key given); `skipped`: entries the worker would have
-    dead-lettered, by reason; `first`/`last`: (offset, event time) of the first and last
-    entry whose event time lies in the period, `in_period` their count; `emitted`: the
-    commands created in the period, by id, with where they were decided; `prices`: the offset
-    of the first price of the period at each event time, to say where a recorded command
-    that was not replayed would have been decided."""
+    - `read`: entries read (from the log's start); `in_period`: those whose event time lies
+      in the period, `first`/`last` the (offset, event time) of the first and last of them;
+    - `skipped`: entries the worker would have dead-lettered, by reason;
+      `forged_from_record`: reports refused because the record's dead letters say so (no
+      report key given);
+    - `missing_offsets`: offsets of the log the source does not have (an archive that lost
+      messages: from there on the replay cannot be exact), the first `first_missing_offset`;
+    - `emitted`: the commands created in the period, by id, with where they were decided;
+      `prices`: the offset of the first price of the period at each event time, to say
+      where a recorded command that was not replayed would have been decided;
+    - `accounts`: the accounts the log's events and reports name; `rules_in_force`: each
+      account's rules hash at the end of the period; `lowest`: each account's lowest margin
+      ratio and whether it went past maintenance, from the log's start to the period's end.
+    """
 
     partition: int
     read: int = 0
@@ -70,6 +74,8 @@ class PartitionReplay:
     rules_in_force: dict[str, str] = field(default_factory=dict)
     lowest: dict[str, tuple[float, bool]] = field(default_factory=dict)
     forged_from_record: int = 0
+    missing_offsets: int = 0
+    first_missing_offset: int | None = None
 
     def locate(self, created_at: int) -> Emission | None:
         """The first price of the period at `created_at` (where such a command is decided)."""
@@ -109,8 +115,14 @@ class Replayer:
         engine = PartitionEngine(self.config)
         forged = source.forged_reports(partition) if self.reports is None else set()
         end = source.end_offset(partition, self.period.end_ms)
+        expected = 0
         for page in source.inputs(partition, end):
             for entry in page:
+                if entry.offset != expected:
+                    out.missing_offsets += entry.offset - expected
+                    if out.first_missing_offset is None:
+                        out.first_missing_offset = expected
+                expected = entry.offset + 1
                 self._apply(engine, entry, out, forged)
             out.read += len(page)
             on_progress(len(page))

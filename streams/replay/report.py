@@ -112,6 +112,8 @@ def _partition_json(part: PartitionReplay) -> dict[str, Any]:
         "last_offset": last[0], "last_event_time": last[1],
         "skipped": dict(sorted(part.skipped.items())),
         "forged_reports_from_record": part.forged_from_record,
+        "missing_offsets": part.missing_offsets,
+        "first_missing_offset": part.first_missing_offset,
         "replayed_commands": len(part.emitted),
     }
 
@@ -169,6 +171,12 @@ def print_audit(console: Console, report: Mapping[str, Any], path: str, shown: i
     reads = ", ".join(f"partition {p['partition']}: {p['read']} read, {p['in_period']} in period"
                       for p in report["partitions"])
     console.print(f"inputs: {reads}; engine settings {report['engine_config_hash']}")
+    for p in report["partitions"]:
+        if p["missing_offsets"]:
+            console.print(f"[yellow]partition {p['partition']}: {p['missing_offsets']} "
+                          f"offset(s) of the log are not in the record, the first "
+                          f"{p['first_missing_offset']}[/yellow]: from there on the replay "
+                          "cannot be exact")
     if report["identical"]:
         console.print("[green]identical[/green]: every recorded command of the period was "
                       "decided again, field for field, and nothing else was")

@@ -168,3 +168,14 @@ def test_a_report_is_never_written_into_the_pipelines_state(tmp_path: Path) -> N
         with pytest.raises(ConfigError, match="pipeline's own state"):
             refuse_state_path(inside, settings)
     refuse_state_path(tmp_path / "report.json", settings)
+
+
+def test_offsets_the_record_lacks_are_counted_and_the_first_named() -> None:
+    record = history()
+    lost = {m.offset for m in record.inputs if m.partition == 0 and m.offset in (40, 41, 97)}
+    thinned = History([m for m in record.inputs
+                       if not (m.partition == 0 and m.offset in lost)], record.commands)
+    result = run_audit(MemorySource(thinned), KEYED, ReplayRequest())
+    part = result.report["partitions"][0]
+    assert (part["missing_offsets"], part["first_missing_offset"]) == (3, 40)
+    assert result.report["partitions"][1]["missing_offsets"] == 0
