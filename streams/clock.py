@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from streams.errors import ConfigError
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 class EventTimeClock:
     """A monotonic clock driven by the event times it is shown (a watermark).
@@ -86,3 +92,38 @@ class BoundedClock:
     def now(self) -> int | None:
         """The clock's time, epoch ms (None before any event)."""
         return self._now
+
+
+def utc(event_time_ms: int) -> dt.datetime:
+    """Epoch ms as an aware UTC datetime, exactly (no float rounding)."""
+    return _EPOCH + dt.timedelta(milliseconds=event_time_ms)
+
+
+def parse_event_time(text: str) -> int:
+    """Epoch ms from epoch-ms digits (``1768478460000``, also ``1768478460000.0`` as
+    spreadsheets write it) or an ISO 8601 time (``2026-01-15T12:01:00Z``; no zone: UTC).
+
+    Raises ConfigError naming the text otherwise."""
+    raw = text.strip()
+    if raw.lstrip("-").isdigit():
+        return int(raw)
+    try:
+        number = float(raw)
+    except ValueError:
+        pass
+    else:
+        if number.is_integer():
+            return int(number)
+    try:
+        moment = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{raw!r} is neither epoch milliseconds nor an ISO 8601 time "
+                          "(e.g. 2026-01-15T12:03:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def iso_utc(event_time_ms: int) -> str:
+    """Epoch ms as ISO 8601 UTC with milliseconds, e.g. ``2026-01-15T12:01:00.000Z``."""
+    return utc(event_time_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from streams.archive.plotdata import AccountSeries, Mark, RunSeries, Series
-from streams.archive.timeline import utc
+from streams.clock import utc
 
 PANEL_HEIGHT = 2.3  # inches
 WIDTH = 11.0

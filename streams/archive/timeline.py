@@ -16,7 +16,6 @@ no JSON* functions) and on chdb. Kinds, and the order of rows at the same event 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from streams.archive.backends import ArchiveBackend, QueryResult
 from streams.archive.migrations import table_exists
+from streams.clock import utc
 
 DEFAULT_TIMELINE_LIMIT = 200
 REFUSALS_TABLE = "refusals"
@@ -102,26 +102,6 @@ class Timeline:
     def result(self) -> QueryResult:
         """The rows as a query result (for the table, CSV and JSON printers)."""
         return QueryResult(COLUMNS, TYPES, [e.row() for e in self.entries])
-
-
-def parse_event_time(text: str) -> int:
-    """Epoch ms from epoch ms digits or ISO 8601 (``2026-01-15T12:03:00Z``; no zone: UTC)."""
-    text = text.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither epoch milliseconds nor an ISO 8601 time "
-                         "(e.g. 2026-01-15T12:03:00Z)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return (parsed - utc(0)) // dt.timedelta(milliseconds=1)
-
-
-def utc(event_time: int) -> dt.datetime:
-    """Epoch ms as an aware UTC datetime, exactly (no float rounding)."""
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=event_time)
 
 
 def account_timeline(backend: ArchiveBackend, account: str, when: TimeRange = ALL_TIME,

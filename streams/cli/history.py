@@ -20,6 +20,7 @@ from streams.archive import history as queries
 from streams.archive import plotdata
 from streams.archive import timeline as tl
 from streams.archive.backends import ArchiveBackend, ArchiveError, QueryResult
+from streams.clock import parse_event_time, utc
 from streams.config import load_settings
 from streams.errors import ConfigError
 from streams.oracle.feeds import load_feeds
@@ -292,9 +293,9 @@ TO = event_time_option("--to", "End (exclusive)")
 def time_range(start: str | None, end: str | None) -> tl.TimeRange:
     """--from / --to as a TimeRange; a malformed time is a usage error."""
     try:
-        return tl.TimeRange(None if start is None else tl.parse_event_time(start),
-                            None if end is None else tl.parse_event_time(end))
-    except ValueError as exc:
+        return tl.TimeRange(None if start is None else parse_event_time(start),
+                            None if end is None else parse_event_time(end))
+    except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 
@@ -321,7 +322,7 @@ def _note_timeline(timeline: tl.Timeline, limit: int) -> None:
     """Tell (on stderr, so CSV and JSON stay clean) what the timeline leaves out."""
     err = Console(stderr=True)
     if timeline.truncated:
-        last = tl.utc(timeline.entries[-1].event_time).isoformat(timespec="milliseconds")
+        last = utc(timeline.entries[-1].event_time).isoformat(timespec="milliseconds")
         err.print(f"first {limit} rows shown; more follow {last}: raise --limit or move "
                   "--from")
     for table in timeline.skipped:

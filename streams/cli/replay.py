@@ -57,6 +57,7 @@ def replay_command(
     """Replay the recorded risk.inputs of a period through the engine and compare the
     commands it decides with the recorded ones. Exit 0 only when identical (1: differences,
     2: the replay could not run). With --what-if, replay with changed rules or settings."""
+    from streams.clock import parse_event_time
     from streams.config import load_settings
     from streams.errors import ConfigError
     from streams.replay.audit import ReplayRequest, refuse_state_path, run_audit
@@ -64,7 +65,6 @@ def replay_command(
     from streams.replay.report import dumps, print_audit, print_what_if
     from streams.replay.whatif import WhatIfRequest, load_rules_override, run_what_if
     from streams.risk.settings import engine_config_for, engine_config_hash, load_engine_config
-    from streams.risk.simulate import parse_timestamp
 
     console = Console()
     path = report or Path("aps-what-if.json" if what_if else "aps-replay.json")
@@ -76,8 +76,8 @@ def replay_command(
             raise ConfigError("--what-if needs --rules and/or --engine-config")
         settings = load_settings()
         refuse_state_path(path, settings)
-        period = Period(parse_timestamp(start) if start is not None else None,
-                        parse_timestamp(end) if end is not None else None)
+        period = Period(parse_event_time(start) if start is not None else None,
+                        parse_event_time(end) if end is not None else None)
         config = engine_config_for(settings)
         request = ReplayRequest(period=period, partitions=tuple(partition),
                                 from_offset=from_offset, to_offset=to_offset, config=config,

@@ -8,7 +8,6 @@ it bumps `FORMAT_VERSION`.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams import __version__
+from streams.clock import iso_utc
 from streams.paths import PROJECT_ROOT
 from streams.replay.diff import CommandDifference, Comparison, Emission
 from streams.replay.replayer import PartitionReplay, Period
@@ -54,10 +54,7 @@ def source_commit() -> str:
 
 def iso(ms: int | None) -> str | None:
     """Epoch ms as ISO 8601 UTC with milliseconds (None stays None)."""
-    if ms is None:
-        return None
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ms is None else iso_utc(ms)
 
 
 def jsonable(value: Any) -> Any:

@@ -30,8 +30,8 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from streams.clock import parse_event_time, utc
 from streams.domain import (
     AccountEvent,
     CollateralChanged,
@@ -132,28 +132,6 @@ class SimulationReport:
 
 # --- the price path --------------------------------------------------------------------------
 
-def parse_timestamp(text: str) -> int:
-    """Epoch milliseconds from an integer (epoch ms) or an ISO 8601 time (UTC if naive)."""
-    raw = text.strip()
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    try:
-        value = float(raw)
-        if value.is_integer():
-            return int(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(f"timestamp {raw!r} is neither epoch ms nor ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
-
-
 def parse_prices(text: str) -> list[PriceTick]:
     """A CSV path with columns timestamp, asset, price (any order), sorted by time (stable)."""
     reader = csv.DictReader(io.StringIO(text))
@@ -172,7 +150,7 @@ def parse_prices(text: str) -> list[PriceTick]:
             raise ConfigError(f"line {line}: price must be > 0, got {clean['price']!r}")
         if not clean["asset"]:
             raise ConfigError(f"line {line}: asset is empty")
-        ticks.append(PriceTick(parse_timestamp(clean["timestamp"]), clean["asset"], price))
+        ticks.append(PriceTick(parse_event_time(clean["timestamp"]), clean["asset"], price))
     if not ticks:
         raise ConfigError("prices CSV has no observations")
     ticks.sort(key=lambda t: t.time_ms)
@@ -306,7 +284,7 @@ def simulate(ticks: Sequence[PriceTick], book: Sequence[BookAccount],
 # --- the report ------------------------------------------------------------------------------
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(ms).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _money(value: float) -> str:

@@ -1,8 +1,12 @@
-"""The executor's clock: one per executor, bounded against future-dated commands."""
+"""Event-time clocks (the executor's, bounded against future-dated commands) and parsing
+event times."""
 
 from __future__ import annotations
 
-from streams.clock import BoundedClock
+import pytest
+
+from streams.clock import BoundedClock, iso_utc, parse_event_time
+from streams.errors import ConfigError
 
 LEAD = 60_000
 
@@ -66,3 +70,18 @@ def test_a_confirmed_or_restored_clock_does_not_go_back() -> None:
     restored = BoundedClock(LEAD)
     restored.restore(1_000_000)
     assert restored.admit(1_000) == 1_000_000
+
+
+def test_event_times_in_epoch_ms_or_iso_8601() -> None:
+    assert parse_event_time("1584003480000") == 1_584_003_480_000
+    assert parse_event_time("1584003480000.0") == 1_584_003_480_000  # as spreadsheets write
+    assert parse_event_time("2020-03-12T08:58:00Z") == 1_584_003_480_000
+    assert parse_event_time("2020-03-12T08:58:00") == 1_584_003_480_000  # no zone: UTC
+    assert parse_event_time("2020-03-12T09:58:00.250+01:00") == 1_584_003_480_250
+    with pytest.raises(ConfigError, match="neither epoch milliseconds nor an ISO 8601"):
+        parse_event_time("yesterday")
+
+
+def test_iso_utc_is_exact_to_the_millisecond() -> None:
+    assert iso_utc(1_584_003_480_250) == "2020-03-12T08:58:00.250Z"
+    assert parse_event_time(iso_utc(1_768_478_460_379)) == 1_768_478_460_379

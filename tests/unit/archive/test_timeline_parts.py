@@ -6,8 +6,10 @@ import pytest
 
 from streams.archive.plotdata import bucket_ms, tick_price
 from streams.archive.plots import ratio_limits
-from streams.archive.timeline import TimeRange, ladder_steps, net_deltas, parse_event_time
+from streams.archive.timeline import TimeRange, ladder_steps, net_deltas
+from streams.clock import parse_event_time
 from streams.domain import OracleSource
+from streams.errors import ConfigError
 from streams.oracle.feeds import FeedSpec
 
 T0 = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
@@ -20,7 +22,7 @@ def test_event_times_parse_from_iso_and_epoch_ms() -> None:
     assert parse_event_time("2023-11-14T22:13:20Z") == T0
     assert parse_event_time("2023-11-14 22:13:20.250") == T0 + 250  # no zone: UTC
     assert parse_event_time("2023-11-14T23:13:20+01:00") == T0
-    with pytest.raises(ValueError, match="neither epoch milliseconds nor an ISO 8601"):
+    with pytest.raises(ConfigError, match="neither epoch milliseconds nor an ISO 8601"):
         parse_event_time("yesterday")
 
 

@@ -15,19 +15,9 @@ from streams.risk.simulate import (
     SimulationConfig,
     first_prices,
     parse_prices,
-    parse_timestamp,
     simulate,
 )
 from tests.unit.risk.engine_helpers import crash_path
-
-
-def test_timestamps_in_epoch_ms_or_iso_8601() -> None:
-    assert parse_timestamp("1584003480000") == 1_584_003_480_000
-    assert parse_timestamp("2020-03-12T08:58:00Z") == 1_584_003_480_000
-    assert parse_timestamp("2020-03-12T08:58:00") == 1_584_003_480_000
-    assert parse_timestamp("2020-03-12T09:58:00+01:00") == 1_584_003_480_000
-    with pytest.raises(ConfigError):
-        parse_timestamp("yesterday")
 
 
 def test_prices_csv_is_sorted_by_time_and_checked() -> None:
