@@ -89,14 +89,17 @@ def header_json(header: ReportHeader) -> dict[str, Any]:
 
 
 def rules_in_force(partitions: Sequence[PartitionReplay]) -> dict[str, Any]:
-    """The rules in force at the end of the period: accounts with rules, distinct rules
-    hashes, and a digest of every (account, rules hash) pair (sha256 over sorted
-    "account rules_hash" lines), which two replays agree on exactly when every account had
-    the same rules."""
+    """The rules in force at the end of the period: accounts with rules, each distinct
+    rules hash with how many accounts hold it, and a digest of every (account, rules hash)
+    pair (sha256 over sorted "account rules_hash" lines), which two replays agree on exactly
+    when every account had the same rules."""
     pairs = sorted((a, h) for p in partitions for a, h in p.rules_in_force.items())
     text = "".join(f"{account} {rules_hash}\n" for account, rules_hash in pairs)
-    return {"accounts": len(pairs), "distinct_hashes": len({h for _, h in pairs}),
-            "digest": hashlib.sha256(text.encode()).hexdigest()}
+    hashes: dict[str, int] = {}
+    for _, rules_hash in pairs:
+        hashes[rules_hash] = hashes.get(rules_hash, 0) + 1
+    return {"accounts": len(pairs), "digest": hashlib.sha256(text.encode()).hexdigest(),
+            "hashes": dict(sorted(hashes.items()))}
 
 
 def _partition_json(part: PartitionReplay) -> dict[str, Any]:
