@@ -28,7 +28,7 @@ from streams.config import Settings
 from streams.domain import AccountEvent, RiskInput, RulesChanged, ScalingCommand
 from streams.infra.broker import create_topics, producer_config
 from streams.replay.audit import ReplayRequest, run_audit
-from streams.replay.sources import TopicSource
+from streams.replay.sources import ArchiveSource, TopicSource
 from streams.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
@@ -221,3 +221,25 @@ def test_a_what_if_with_other_engine_settings_names_both_hashes(tmp_path: Path) 
                    and f["recorded"] == hashes["recorded"] and f["what_if"] == hashes["what_if"]
                    for f in d["fields"]) for d in changed)
     assert "what-if, not an audit" in result.output
+
+
+def test_an_archive_of_several_runs_is_replayed_on_its_newest_log(tmp_path: Path) -> None:
+    """A server archive outlives the embedded broker, whose offsets restart at 0 per run:
+    the replay reads the newest log only (its Kafka timestamps are later)."""
+    backend = ChdbBackend(tmp_path / "chdb")
+    try:
+        older = recorded_history(accounts=20, duration_s=90, partitions=2,
+                                 command_key=KEYS["APS_COMMAND_KEY"],
+                                 report_key=KEYS["APS_REPORT_KEY"])
+        archive_history(backend, older.messages)
+        later = max(m.timestamp for m in older.messages) + 1_000
+        newer = [dataclasses.replace(m, timestamp=m.timestamp - history().inputs[0].timestamp
+                                     + later) for m in history().messages]
+        archive_history(backend, newer)
+        result = run_audit(ArchiveSource(backend), SETTINGS, ReplayRequest())
+    finally:
+        backend.close()
+    assert result.comparison.identical
+    assert result.comparison.matched == len(history().commands)
+    assert [p["read"] for p in result.report["partitions"]] == [
+        sum(m.partition == p for m in history().inputs) for p in (0, 1)]
