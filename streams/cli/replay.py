@@ -64,7 +64,7 @@ def replay_command(
     from streams.replay.replayer import Period
     from streams.replay.report import dumps, print_audit, print_what_if
     from streams.replay.whatif import WhatIfRequest, load_rules_override, run_what_if
-    from streams.risk.settings import engine_config_for, engine_config_hash, load_engine_config
+    from streams.risk.settings import engine_config_for, load_engine_config
 
     console = Console()
     path = report or Path("aps-what-if.json" if what_if else "aps-replay.json")
@@ -81,14 +81,13 @@ def replay_command(
         config = engine_config_for(settings)
         request = ReplayRequest(period=period, partitions=tuple(partition),
                                 from_offset=from_offset, to_offset=to_offset, config=config,
-                                config_hash=engine_config_hash(config),
                                 signatures=not no_signatures)
         with _opened(source, settings) as replay_source, _progress(console) as progress:
             if what_if:
                 changed = load_engine_config(engine_config) if engine_config else config
                 result: Any = run_what_if(replay_source, settings, WhatIfRequest(
-                    request, changed, engine_config_hash(changed),
-                    load_rules_override(rules) if rules else None), **progress)
+                    request, changed, load_rules_override(rules) if rules else None),
+                    **progress)
             else:
                 result = run_audit(replay_source, settings, request, **progress)
         path.write_text(dumps(result.report))

@@ -21,6 +21,7 @@ from streams.replay.replayer import PartitionReplay, Period, Replayer, input_eve
 from streams.replay.report import ReportHeader, audit_report
 from streams.replay.sources import ReplaySource
 from streams.risk.engine import EngineConfig
+from streams.risk.settings import engine_config_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,6 @@ class ReplayRequest:
     from_offset: int | None = None
     to_offset: int | None = None
     config: EngineConfig = field(default_factory=EngineConfig)
-    config_hash: str = ""
     signatures: bool = True
 
 
@@ -140,7 +140,8 @@ def run_audit(source: ReplaySource, settings: Settings, request: ReplayRequest,
                            partition_count=max(source.partitions()) + 1)
     comparison = compare(recorded, {cid: v for r in replays for cid, v in r.emitted.items()},
                          _locator(replays), signatures=signatures)
-    header = ReportHeader("audit", source.description, period, replays, request.config_hash,
+    header = ReportHeader("audit", source.description, period, replays,
+                          engine_config_hash(request.config),
                           signatures_compared=signatures, reports_verified=report_key is not None)
     return AuditResult(replays, comparison, audit_report(header, comparison))
 

@@ -30,7 +30,7 @@ from streams.domain import AccountEvent, RiskInput, RulesChanged, ScalingCommand
 from streams.domain.rules import validate_rules
 from streams.errors import ConfigError, DomainError
 from streams.replay.audit import ReplayRequest, recorded_of, replay_keys, select_partitions
-from streams.replay.diff import CommandDifference, Comparison, Emission, compare
+from streams.replay.diff import CommandDifference, Comparison, Emission, Kind, compare
 from streams.replay.replayer import PartitionReplay, Replayer
 from streams.replay.report import (
     FORMAT,
@@ -43,9 +43,10 @@ from streams.replay.report import (
 )
 from streams.replay.sources import ReplaySource
 from streams.risk.engine import EngineConfig
+from streams.risk.settings import engine_config_hash
 
 # a what-if difference, named from the what-if's side (diff.compare names the record's)
-WHAT_IF_KIND = {"missing": "added", "extra": "removed", "changed": "changed"}
+WHAT_IF_KIND: dict[Kind, str] = {"missing": "added", "extra": "removed", "changed": "changed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,6 @@ class WhatIfRequest:
 
     baseline: ReplayRequest
     config: EngineConfig
-    config_hash: str
     rules: RulesOverride | None = None
 
 
@@ -184,8 +184,8 @@ def what_if_report(source: str, request: WhatIfRequest, baseline: Sequence[Parti
         "kind": "what-if",
         "aps_version": __version__,
         "aps_commit": source_commit(),
-        "engine_config_hash": {"recorded": request.baseline.config_hash,
-                               "what_if": request.config_hash},
+        "engine_config_hash": {"recorded": engine_config_hash(request.baseline.config),
+                               "what_if": engine_config_hash(request.config)},
         "rules_override": None if rules is None else {
             "all": rules.all is not None, "accounts": sorted(rules.accounts),
             "file_sha256": rules.digest},
@@ -197,8 +197,7 @@ def what_if_report(source: str, request: WhatIfRequest, baseline: Sequence[Parti
         "baseline_matches_record": matches_record,
         "summary": {"recorded": comparison.recorded, "what_if": comparison.replayed,
                     "unchanged": comparison.matched,
-                    **{WHAT_IF_KIND[k]: comparison.count(k)  # type: ignore[arg-type]
-                       for k in ("missing", "extra", "changed")},
+                    **{name: comparison.count(kind) for kind, name in WHAT_IF_KIND.items()},
                     **_breaches(baseline, what_if)},
         "commands": [_what_if_difference(d) for d in comparison.differences],
         "accounts": _accounts(baseline, what_if),

@@ -74,6 +74,10 @@ def test_a_replay_of_the_recorded_log_decides_every_recorded_command_again() -> 
     assert result.comparison.matched == len(history().commands) > 50
     assert result.report["signatures_compared"] is True
     assert [p["partition"] for p in result.report["partitions"]] == [0, 1]
+    # the settings replayed with are those every recorded command names
+    recorded = {decode(m.value, ScalingCommand).provenance.config_hash
+                for m in history().commands}
+    assert recorded == {result.report["engine_config_hash"]}
 
 
 def test_a_period_compares_only_the_commands_created_in_it() -> None:
