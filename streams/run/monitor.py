@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams.app.latency import parse_input_header
 from streams.app.partitioning import account_partition
@@ -35,6 +35,7 @@ from streams.topics import DEAD_LETTER, EXECUTION_REPORTS, ORACLE_PRICES, ORACLE
 
 log = logging.getLogger(__name__)
 ACCOUNTS_CHANGELOG = "aps-risk-accounts-changelog"
+MAX_LOGGED_ERRORS = 20
 
 
 @dataclass
@@ -75,6 +76,7 @@ class TopicMonitor:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._assigned: set[str] = set()
+        self.errors = 0  # errors the consumer returned instead of messages
         self._consumer = Consumer(client_config(bootstrap, **{
             "group.id": "aps-run-monitor", "enable.auto.commit": False,
             "fetch.wait.max.ms": 50}))
@@ -122,6 +124,11 @@ class TopicMonitor:
         with self.lock:
             return len(self.figures.commands.keys() - self.figures.reports.keys())
 
+    def unreported_ids(self, limit: int = 3) -> list[str]:
+        """Up to `limit` ids of commands seen without an execution report yet (sorted)."""
+        with self.lock:
+            return sorted(self.figures.commands.keys() - self.figures.reports.keys())[:limit]
+
     def line(self) -> str:
         """One-line progress figures."""
         with self.lock:
@@ -154,7 +161,9 @@ class TopicMonitor:
                 messages = self._consumer.consume(5000, 0.1)
                 with self.lock:
                     for message in messages:
-                        if message.error() is None:
+                        if message.error() is not None:
+                            self._note_error(message)
+                        else:
                             self._record(message.topic(), message.value(),
                                          message.timestamp()[1], message.partition(),
                                          message.offset(), message.headers())
@@ -164,6 +173,14 @@ class TopicMonitor:
         except BaseException as exc:  # surfaced to the run by check()
             log.exception("topic monitor failed")
             self.error = exc
+
+    def _note_error(self, message: Message) -> None:
+        """Log an error the consumer returned in place of a message (the first few): a
+        record the monitor does not see makes a run wait for it until its drain timeout."""
+        self.errors += 1
+        if self.errors <= MAX_LOGGED_ERRORS:
+            log.warning("topic monitor: %s[%s]: %s", message.topic(), message.partition(),
+                        message.error())
 
     def _record(self, topic: str, value: bytes | None, ts: int, partition: int,
                 offset: int = -1, headers: list[tuple[str, bytes]] | None = None) -> None:

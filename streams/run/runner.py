@@ -353,7 +353,10 @@ class _Run:
             return behind == 0
 
         def status() -> str:
-            return f"{self.monitor.line()}, uncommitted {behind} (archiver included)"
+            missing = self.monitor.unreported_ids()
+            without = f"; without a report yet: {', '.join(missing)} ..." if missing else ""
+            return (f"{self.monitor.line()}, uncommitted {behind} (archiver included), "
+                    f"monitor consumer errors {self.monitor.errors}{without}")
 
         self.wait("draining the pipeline", drained, self.options.drain_timeout_s, status)
 
